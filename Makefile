@@ -1,0 +1,34 @@
+# The two commands a fresh machine needs are `make lab` and `make test`
+# (README.md).  Everything else is here for day-to-day work.
+PY := .venv/bin/python
+
+.PHONY: bootstrap lab up converge test test-offline verify down bench render
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+## The main job on the local lab: build it, then converge playbooks/edge.yml.
+lab: bootstrap up converge
+
+up: bootstrap
+	$(PY) -m lab up
+
+converge:
+	$(PY) -m lab converge
+
+## The whole test suite: unit tests, Pulumi mocks, and the lab suites.
+test: lab
+	$(PY) -m pytest
+
+## Only the tests that need no lab (backend, Pulumi program, benchmark smoke).
+test-offline: bootstrap
+	$(PY) -m pytest --ignore=tests/lab
+
+verify:
+	$(PY) -m lab verify
+
+down:
+	$(PY) -m lab down
+
+bench: bootstrap
+	$(PY) -m bench

@@ -1,0 +1,113 @@
+"""Run the main and admin apps in one process and drain them on SIGTERM.
+
+Drain order (one log line per phase):
+1. readiness fails (/health -> 503 "draining") and the main listener closes,
+   so new connections are refused (which balancers retry safely elsewhere);
+2. open WebSockets are closed with 1001 "going away";
+3. in-flight HTTP requests finish; idle keep-alive connections are closed;
+4. whatever still runs when the grace period ends is cancelled.
+Exit status 0 after a clean drain, 1 if the grace period cut something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+
+import uvicorn
+
+from .app import create_admin_app, create_app
+from .state import Backend
+
+log = logging.getLogger("automata_backend.server")
+
+# Closing handshakes normally take milliseconds; a client that never answers
+# must not hold up the HTTP drain for the whole grace period.
+WEBSOCKET_CLOSE_TIMEOUT = 5.0
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to `serve` below: one handler has
+    to drive both servers, and uvicorn's own would re-raise SIGTERM on exit
+    (ending the process with status -15 instead of 0)."""
+
+    def capture_signals(self):
+        return contextlib.nullcontext()
+
+
+def _server(app, host: str, port: int, grace_period: float) -> _Server:
+    return _Server(uvicorn.Config(
+        app, host=host, port=port,
+        http="h11", ws="websockets-sansio", loop="asyncio",  # pure Python: runs on Debian's python3
+        lifespan="off",
+        # The echo must show the real peer (the balancer), not what
+        # X-Forwarded-For claims; the forwarded headers are echoed separately.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,  # our middleware writes the access log
+        log_config=None,  # keep the JSON logging configured in logs.py
+        timeout_graceful_shutdown=grace_period,
+    ))
+
+
+async def _wait_until(condition: Callable[[], bool], deadline: float) -> bool:
+    loop = asyncio.get_running_loop()
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def _phase(phase: str, **fields) -> None:
+    log.info("shutdown", extra={"fields": {"phase": phase, **fields}})
+
+
+async def serve(backend: Backend, host: str, port: int, admin_host: str, admin_port: int) -> int:
+    grace = backend.settings.grace_period
+    main = _server(create_app(backend), host, port, grace)
+    admin = _server(create_admin_app(backend), admin_host, admin_port, grace)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    servers = [asyncio.ensure_future(main.serve()), asyncio.ensure_future(admin.serve())]
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([*servers, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if not stop.is_set():  # a server ended on its own: startup failed
+        stopping.cancel()
+        for task in servers:
+            task.cancel()
+        await asyncio.gather(*servers, return_exceptions=True)
+        return 1
+
+    deadline = loop.time() + grace
+    backend.start_drain()
+    for listener in main.servers:
+        listener.close()
+    _phase("draining", grace_period=grace, readiness="503", listener="closed")
+
+    open_websockets = backend.websockets_open
+    closed = await _wait_until(lambda: backend.websockets_open == 0,
+                               min(deadline, loop.time() + WEBSOCKET_CLOSE_TIMEOUT))
+    _phase("websockets_closed", closed=open_websockets - backend.websockets_open,
+           left=backend.websockets_open, clean=closed)
+
+    main.config.timeout_graceful_shutdown = max(deadline - loop.time(), 0.0)
+    main.should_exit = True
+    in_flight = backend.inflight_http
+    clean = await _wait_until(lambda: backend.inflight_http == 0, deadline)
+    _phase("requests_drained" if clean else "grace_period_expired",
+           in_flight_at_start=in_flight, cut=backend.inflight_http)
+    await servers[0]
+
+    admin.should_exit = True
+    await servers[1]
+    clean = clean and closed
+    _phase("stopped", clean=clean)
+    return 0 if clean else 1

@@ -1,0 +1,360 @@
+"""Typed, validated settings: the one place stack config becomes Python values.
+
+Defaults live only in Pulumi.yaml (the CLI applies them; the offline runner in
+infra/offline.py does the same), so this module *requires* every key.  Each
+concern is a frozen dataclass whose `__post_init__` rejects bad values with
+a message naming the config key, so `pulumi up` fails before any resource is
+registered.  The mesh (issue 6) adds its own dataclass and loader here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import pulumi
+
+from infra import naming
+
+Platform = Literal["kubernetes", "docker"]
+PLATFORMS = ("kubernetes", "docker")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+
+
+class ConfigError(pulumi.RunError):
+    """A stack config value is invalid; RunError prints without a traceback."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        super().__init__(f"config {key_name(key)}: {problem}")
+
+
+def key_name(key: str) -> str:
+    """The fully qualified key, as users type it in `pulumi config set`."""
+    return f"{pulumi.get_project()}:{key}"
+
+
+# --- checks shared by the dataclasses ----------------------------------------
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(key, f"must be >= {low}, got {value}")
+
+
+def _percent(key: str, value: int) -> None:
+    if not 1 <= value <= 100:
+        raise ConfigError(key, f"must be between 1 and 100 (percent), got {value}")
+
+
+def check_image(key: str, ref: str) -> None:
+    """An image must name an immutable version: a tag other than latest, or a digest."""
+    name, _, digest = ref.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.partition(":")[2]
+    if not digest and not tag:
+        raise ConfigError(key, f"image {ref!r} has no tag; pin a version such as {name}:1.0.0")
+    if tag == "latest":
+        raise ConfigError(key, f"image {ref!r} uses :latest, which makes rollouts unrepeatable; pin a version")
+    if digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        raise ConfigError(key, f"image {ref!r} has a malformed digest")
+
+
+_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+_MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+_MEMORY_FACTORS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                   "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def cpu_millis(key: str, quantity: str) -> float:
+    match = _CPU.match(quantity)
+    if not match:
+        raise ConfigError(key, f"{quantity!r} is not a CPU quantity such as 250m or 1")
+    return float(match[1]) * (1 if match[2] else 1000)
+
+
+def memory_bytes(key: str, quantity: str) -> int:
+    match = _MEMORY.match(quantity)
+    if not match:
+        raise ConfigError(key, f"{quantity!r} is not a memory quantity such as 256Mi or 1Gi")
+    return int(match[1]) * _MEMORY_FACTORS[match[2]]
+
+
+def int_or_percent(key: str, value: str) -> int | str:
+    """maxSurge/maxUnavailable are IntOrString in Kubernetes: '1' or '25%'."""
+    match = re.fullmatch(r"(\d+)(%?)", value.strip())
+    if not match:
+        raise ConfigError(key, f"{value!r} must be a whole number or a percentage such as 25%")
+    if match[2]:
+        if int(match[1]) > 100:
+            raise ConfigError(key, f"{value!r} is more than 100%")
+        return f"{int(match[1])}%"
+    return int(match[1])
+
+
+def _is_zero(value: int | str) -> bool:
+    return value in (0, "0%")
+
+
+# --- one dataclass per concern -------------------------------------------------
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    namespace: str
+    sidecar_injection: bool
+    service_type: str
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.namespace):
+            raise ConfigError("namespace", f"{self.namespace!r} is not a valid namespace name (RFC 1123 label)")
+        if self.service_type not in SERVICE_TYPES:
+            raise ConfigError("serviceType", f"must be one of {', '.join(SERVICE_TYPES)}, got {self.service_type!r}")
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    stable: str
+    canary: str | None  # None: no canary track
+    canary_replicas: int
+
+    def __post_init__(self) -> None:
+        check_image("image", self.stable)
+        if self.canary is not None:
+            check_image("canaryImage", self.canary)
+            if self.canary == self.stable:
+                raise ConfigError("canaryImage", "is the same as image; a canary needs the new version")
+            _at_least("canaryReplicas", self.canary_replicas, 1)
+
+
+@dataclass(frozen=True)
+class WorkloadSettings:
+    """Per traffic class: config keys are the class name + the field, e.g. aiMaxReplicas."""
+
+    traffic_class: str
+    min_replicas: int
+    max_replicas: int
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    grace_period: int
+    # Longest request the class serves (API, AI); None for WebSocket, whose
+    # connections are long-lived and get closed (1001) on drain instead.
+    request_timeout: int | None
+
+    def key(self, field: str) -> str:
+        return f"{self.traffic_class}{field}"
+
+    def __post_init__(self) -> None:
+        _at_least(self.key("MinReplicas"), self.min_replicas, 1)
+        if self.min_replicas > self.max_replicas:
+            raise ConfigError(
+                self.key("MinReplicas"),
+                f"{self.min_replicas} is greater than {key_name(self.key('MaxReplicas'))} ({self.max_replicas})",
+            )
+        if cpu_millis(self.key("CpuRequest"), self.cpu_request) > cpu_millis(self.key("CpuLimit"), self.cpu_limit):
+            raise ConfigError(self.key("CpuRequest"), f"{self.cpu_request} is above the limit {self.cpu_limit}")
+        if memory_bytes(self.key("MemoryRequest"), self.memory_request) > memory_bytes(
+            self.key("MemoryLimit"), self.memory_limit
+        ):
+            raise ConfigError(self.key("MemoryRequest"), f"{self.memory_request} is above the limit {self.memory_limit}")
+        _at_least(self.key("GracePeriod"), self.grace_period, 0)
+        if self.request_timeout is not None:
+            _at_least(self.key("RequestTimeout"), self.request_timeout, 1)
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    enabled: bool  # the spec's auto-scale / disable-auto-scale switch
+    replicas: int  # pinned replicas per class while autoscaling is off
+    cpu_target: int
+    memory_target: int
+    scale_up_window: int
+    scale_down_window: int
+    scale_up_percent: int
+    scale_up_pods: int
+    scale_down_percent: int
+    policy_period: int
+
+    def __post_init__(self) -> None:
+        _at_least("replicas", self.replicas, 1)
+        _percent("cpuTarget", self.cpu_target)
+        _percent("memoryTarget", self.memory_target)
+        # autoscaling/v2 caps stabilisation windows at one hour.
+        for key, value in (("scaleUpWindow", self.scale_up_window), ("scaleDownWindow", self.scale_down_window)):
+            if not 0 <= value <= 3600:
+                raise ConfigError(key, f"must be between 0 and 3600 seconds, got {value}")
+        _at_least("scaleUpPercent", self.scale_up_percent, 1)
+        _at_least("scaleUpPods", self.scale_up_pods, 1)
+        _percent("scaleDownPercent", self.scale_down_percent)
+        if not 1 <= self.policy_period <= 1800:
+            raise ConfigError("scalePolicyPeriod", f"must be between 1 and 1800 seconds, got {self.policy_period}")
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    max_surge: int | str
+    max_unavailable: int | str
+    min_ready_seconds: int
+    pre_stop_seconds: int
+    disruption_budget: int  # PDB maxUnavailable per class
+
+    def __post_init__(self) -> None:
+        if _is_zero(self.max_surge) and _is_zero(self.max_unavailable):
+            raise ConfigError("maxUnavailable", "maxSurge and maxUnavailable cannot both be 0: the rollout could never progress")
+        _at_least("minReadySeconds", self.min_ready_seconds, 0)
+        _at_least("preStopSeconds", self.pre_stop_seconds, 0)
+        _at_least("disruptionBudget", self.disruption_budget, 1)
+
+
+@dataclass(frozen=True)
+class PlacementSettings:
+    # DoNotSchedule on nodes needs at least as many nodes as replicas; dev
+    # clusters with one node use ScheduleAnyway.
+    strict_node_spread: bool
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """The spec's "Application Tuning", handed to the backend through a ConfigMap."""
+
+    max_connections: int
+    pool_size: int
+    pool_timeout: int
+    failure_threshold: int
+    recovery_timeout: int
+
+    def __post_init__(self) -> None:
+        for key, value in (("maxConnections", self.max_connections), ("poolSize", self.pool_size),
+                           ("poolTimeout", self.pool_timeout), ("circuitBreakerFailureThreshold", self.failure_threshold),
+                           ("circuitBreakerRecoveryTimeout", self.recovery_timeout)):
+            _at_least(key, value, 1)
+        if self.pool_size > self.max_connections:
+            raise ConfigError("poolSize", f"{self.pool_size} is greater than {key_name('maxConnections')} ({self.max_connections})")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """The `local` stack: the spec's Docker Compose environment on a Docker/Podman host."""
+
+    backends: int
+    nginx_image: str
+    haproxy_image: str
+    prometheus_image: str
+    grafana_image: str
+
+    def __post_init__(self) -> None:
+        _at_least("localBackends", self.backends, 1)
+        for key, ref in (("localNginxImage", self.nginx_image), ("localHaproxyImage", self.haproxy_image),
+                         ("localPrometheusImage", self.prometheus_image), ("localGrafanaImage", self.grafana_image)):
+            check_image(key, ref)
+
+
+@dataclass(frozen=True)
+class Settings:
+    platform: Platform
+    cluster: ClusterSettings
+    images: ImageSettings
+    workloads: tuple[WorkloadSettings, ...]
+    scaling: ScalingSettings
+    rollout: RolloutSettings
+    placement: PlacementSettings
+    runtime: RuntimeSettings
+    local: LocalSettings
+
+    def __post_init__(self) -> None:
+        if self.platform not in PLATFORMS:
+            raise ConfigError("platform", f"must be one of {', '.join(PLATFORMS)}, got {self.platform!r}")
+        for workload in self.workloads:
+            drain = workload.grace_period - self.rollout.pre_stop_seconds
+            if drain <= 0:
+                raise ConfigError(
+                    workload.key("GracePeriod"),
+                    f"{workload.grace_period}s leaves no time to drain after the "
+                    f"{self.rollout.pre_stop_seconds}s preStop ({key_name('preStopSeconds')})",
+                )
+            if workload.request_timeout is not None and drain < workload.request_timeout:
+                raise ConfigError(
+                    workload.key("GracePeriod"),
+                    f"{workload.grace_period}s minus the {self.rollout.pre_stop_seconds}s preStop is shorter than "
+                    f"{key_name(workload.key('RequestTimeout'))} ({workload.request_timeout}s): in-flight requests would be killed",
+                )
+
+    def workload(self, traffic_class: str) -> WorkloadSettings:
+        return next(w for w in self.workloads if w.traffic_class == traffic_class)
+
+
+# --- loading -------------------------------------------------------------------
+
+# Classes with a request timeout key; WebSocket has none (see WorkloadSettings).
+_TIMED_CLASSES = ("api", "ai")
+
+
+def _workload(config: pulumi.Config, traffic_class: str) -> WorkloadSettings:
+    def key(field: str) -> str:
+        return f"{traffic_class}{field}"
+
+    return WorkloadSettings(
+        traffic_class=traffic_class,
+        min_replicas=config.require_int(key("MinReplicas")),
+        max_replicas=config.require_int(key("MaxReplicas")),
+        cpu_request=config.require(key("CpuRequest")),
+        cpu_limit=config.require(key("CpuLimit")),
+        memory_request=config.require(key("MemoryRequest")),
+        memory_limit=config.require(key("MemoryLimit")),
+        grace_period=config.require_int(key("GracePeriod")),
+        request_timeout=config.require_int(key("RequestTimeout")) if traffic_class in _TIMED_CLASSES else None,
+    )
+
+
+def load(config: pulumi.Config | None = None) -> Settings:
+    """Read and validate the whole stack config; raises ConfigError on the first bad value."""
+    config = config or pulumi.Config()
+    return Settings(
+        platform=config.require("platform"),
+        cluster=ClusterSettings(
+            namespace=config.require("namespace"),
+            sidecar_injection=config.require_bool("sidecarInjection"),
+            service_type=config.require("serviceType"),
+        ),
+        images=ImageSettings(
+            stable=config.require("image"),
+            canary=config.get("canaryImage") or None,
+            canary_replicas=config.require_int("canaryReplicas"),
+        ),
+        workloads=tuple(_workload(config, c) for c in naming.TRAFFIC_CLASSES),
+        scaling=ScalingSettings(
+            enabled=config.require_bool("autoscaling"),
+            replicas=config.require_int("replicas"),
+            cpu_target=config.require_int("cpuTarget"),
+            memory_target=config.require_int("memoryTarget"),
+            scale_up_window=config.require_int("scaleUpWindow"),
+            scale_down_window=config.require_int("scaleDownWindow"),
+            scale_up_percent=config.require_int("scaleUpPercent"),
+            scale_up_pods=config.require_int("scaleUpPods"),
+            scale_down_percent=config.require_int("scaleDownPercent"),
+            policy_period=config.require_int("scalePolicyPeriod"),
+        ),
+        rollout=RolloutSettings(
+            max_surge=int_or_percent("maxSurge", config.require("maxSurge")),
+            max_unavailable=int_or_percent("maxUnavailable", config.require("maxUnavailable")),
+            min_ready_seconds=config.require_int("minReadySeconds"),
+            pre_stop_seconds=config.require_int("preStopSeconds"),
+            disruption_budget=config.require_int("disruptionBudget"),
+        ),
+        placement=PlacementSettings(strict_node_spread=config.require_bool("strictNodeSpread")),
+        runtime=RuntimeSettings(
+            max_connections=config.require_int("maxConnections"),
+            pool_size=config.require_int("poolSize"),
+            pool_timeout=config.require_int("poolTimeout"),
+            failure_threshold=config.require_int("circuitBreakerFailureThreshold"),
+            recovery_timeout=config.require_int("circuitBreakerRecoveryTimeout"),
+        ),
+        local=LocalSettings(
+            backends=config.require_int("localBackends"),
+            nginx_image=config.require("localNginxImage"),
+            haproxy_image=config.require("localHaproxyImage"),
+            prometheus_image=config.require("localPrometheusImage"),
+            grafana_image=config.require("localGrafanaImage"),
+        ),
+    )

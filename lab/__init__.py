@@ -1,0 +1,1 @@
+"""The local lab: an ephemeral edge stack on Podman (docs/lab.md)."""

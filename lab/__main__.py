@@ -1,0 +1,59 @@
+"""python -m lab up|converge|verify|down|status  (docs/lab.md)"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from . import stack
+
+
+def _run(cmd: list[str]) -> int:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(stack.ROOT / "ansible.cfg")}
+    return subprocess.run(cmd, cwd=stack.ROOT, env=env).returncode
+
+
+def converge(extra: list[str]) -> int:
+    started = time.monotonic()
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    rc = _run([ansible, "-i", str(stack.INVENTORY), "playbooks/edge.yml", *extra])
+    print(f"lab: converge finished in {time.monotonic() - started:.1f}s (rc={rc})", flush=True)
+    return rc
+
+
+def verify(extra: list[str]) -> int:
+    return _run([sys.executable, "-m", "pytest", "tests/lab", *extra])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="build images if needed and start the lab (idempotent)")
+    sub.add_parser("converge", help="run playbooks/edge.yml on the lab; extra args go to ansible-playbook")
+    sub.add_parser("verify", help="run the lab test suite; extra args go to pytest")
+    d = sub.add_parser("down", help="remove the lab's containers, network and .lab/")
+    d.add_argument("--images", action="store_true", help="also remove the lab's images")
+    sub.add_parser("status", help="list the lab's containers")
+    args, extra = parser.parse_known_args()
+    if extra and args.command not in ("converge", "verify"):
+        parser.error(f"unexpected arguments: {' '.join(extra)}")
+
+    if args.command == "up":
+        stack.up()
+    elif args.command == "converge":
+        return converge(extra)
+    elif args.command == "verify":
+        return verify(extra)
+    elif args.command == "down":
+        stack.down(remove_images=args.images)
+    elif args.command == "status":
+        for name, state in stack.status() or [("(no lab containers)", "")]:
+            print(f"{name:32} {state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Bring the lab up and down, and describe it in .lab/lab.json."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import trustme
+
+from . import images, topology
+from .podman import exists, inspect, podman
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".lab"
+LAB_JSON = STATE / "lab.json"
+INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+SSH_KEY = STATE / "ssh" / "id_ed25519"
+PKI = STATE / "pki"
+SECRETS = STATE / "secrets"
+STATS_USER = "admin"
+LABEL = f"{topology.PREFIX}=1"
+
+# Host-global keys a privileged container could change.  `up` records them
+# once, and tests/lab/test_lab.py proves a lab run leaves them as they were.
+HOST_GLOBAL_SYSCTLS = (
+    "fs.file-max", "fs.nr_open", "fs.inotify.max_user_watches", "fs.protected_regular",
+    "kernel.pid_max", "kernel.sysrq", "kernel.core_uses_pid", "vm.swappiness",
+    "vm.max_map_count", "vm.overcommit_memory",
+)
+
+
+def _log(msg: str) -> None:
+    print(f"lab: {msg}", flush=True)
+
+
+def read_host_sysctls() -> dict[str, str]:
+    values = {}
+    for key in HOST_GLOBAL_SYSCTLS:
+        path = Path("/proc/sys") / key.replace(".", "/")
+        if path.exists():
+            values[key] = " ".join(path.read_text().split())
+    return values
+
+
+def _ensure_secrets() -> None:
+    """Throwaway credentials: an SSH key, a CA with the edge certificate, a stats password."""
+    SSH_KEY.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not SSH_KEY.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "automata-lab",
+                        "-f", str(SSH_KEY)], check=True)
+    PKI.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not (PKI / "server.pem").exists():
+        ca = trustme.CA(organization_name="Automata lab (throwaway)")
+        names = ["localhost", "127.0.0.1", "::1", "edge.automata.test",
+                 *(e.name for e in topology.EDGES), *(e.address for e in topology.EDGES)]
+        cert = ca.issue_cert(*names)
+        ca.cert_pem.write_to_path(str(PKI / "ca.pem"))
+        cert.private_key_pem.write_to_path(str(PKI / "server.key"))
+        # Leaf first, then the chain, as NGINX and HAProxy expect.
+        with open(PKI / "server.pem", "wb") as f:
+            for blob in cert.cert_chain_pems:
+                f.write(blob.bytes())
+        (PKI / "server.key").chmod(0o600)
+    SECRETS.mkdir(parents=True, exist_ok=True, mode=0o700)
+    password = SECRETS / "haproxy_stats_password"
+    if not password.exists():
+        password.write_text(secrets.token_urlsafe(18))
+        password.chmod(0o600)
+    snapshot = STATE / "host-sysctls.json"
+    if not snapshot.exists():
+        snapshot.write_text(json.dumps(read_host_sysctls(), indent=2))
+
+
+def _ensure_network() -> None:
+    if not exists("network", topology.NETWORK):
+        podman("network", "create", "--label", LABEL, "--subnet", topology.SUBNET,
+               "--gateway", topology.GATEWAY, topology.NETWORK)
+
+
+def _running_with(name: str, image: str) -> bool:
+    """True when the container runs the wanted image; stale ones are removed."""
+    if not exists("container", name):
+        return False
+    info = inspect(name)
+    if info["ImageName"] == image and info["State"]["Running"]:
+        return True
+    if info["ImageName"] == image:
+        podman("start", name)
+        return True
+    podman("rm", "-f", "-t", "5", name)
+    return False
+
+
+def _ensure_edge(edge: topology.Edge, image: str) -> None:
+    name = topology.container_name(edge.name)
+    if _running_with(name, image):
+        return
+    ports = [f"-p=127.0.0.1:{outer}:{inner}" for outer, inner in edge.ports.values()]
+    # --privileged: HAProxy's unit needs mount namespacing; see the node
+    # Containerfile for how host-global sysctls are kept untouched.
+    podman("run", "-d", "--name", name, "--hostname", edge.name, "--label", LABEL,
+           "--network", topology.NETWORK, "--ip", edge.address, "--systemd=always",
+           "--privileged", *ports,
+           "-v", f"{SSH_KEY}.pub:/root/.ssh/authorized_keys:ro",
+           image, "/sbin/init")
+
+
+def _ensure_backend(backend: topology.Backend, image: str) -> None:
+    name = topology.container_name(backend.name)
+    if _running_with(name, image):
+        return
+    # The stop timeout exceeds the backend's grace period so SIGTERM drains
+    # in-flight requests and WebSockets before podman falls back to SIGKILL.
+    podman("run", "-d", "--name", name, "--hostname", backend.name, "--label", LABEL,
+           "--network", topology.NETWORK, "--ip", backend.address, "--stop-timeout", "40",
+           f"-p=127.0.0.1:{backend.app_port}:{topology.BACKEND_APP_PORT}",
+           f"-p=127.0.0.1:{backend.admin_port}:{topology.BACKEND_ADMIN_PORT}",
+           image, "--instance", backend.name, "--version", backend.version,
+           "--host", "0.0.0.0", "--port", str(topology.BACKEND_APP_PORT),
+           "--admin-host", "0.0.0.0", "--admin-port", str(topology.BACKEND_ADMIN_PORT),
+           "--grace-period", "30")
+
+
+def _wait_for(address: str, port: int, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer on {address}:{port} within {timeout:.0f}s")
+
+
+def describe() -> dict:
+    def edge_entry(e: topology.Edge) -> dict:
+        scheme = {"nginx_https": "https"}
+        return {
+            "name": e.name, "container": topology.container_name(e.name), "address": e.address,
+            "ssh": {"user": "root", "port": 22, "key": str(SSH_KEY)},
+            "endpoints": {k: f"{scheme.get(k, 'http')}://127.0.0.1:{outer}"
+                          for k, (outer, _) in e.ports.items()},
+        }
+
+    return {
+        "root": str(ROOT),
+        "network": {"name": topology.NETWORK, "subnet": topology.SUBNET, "gateway": topology.GATEWAY},
+        "inventory": str(INVENTORY),
+        "edges": [edge_entry(e) for e in topology.EDGES],
+        "backends": [{
+            "name": b.name, "container": topology.container_name(b.name), "address": b.address,
+            "port": topology.BACKEND_APP_PORT, "version": b.version,
+            "endpoints": {"app": f"http://127.0.0.1:{b.app_port}",
+                          "admin": f"http://127.0.0.1:{b.admin_port}"},
+        } for b in topology.BACKENDS],
+        "credentials": {
+            "ssh_key": str(SSH_KEY),
+            "ca_cert": str(PKI / "ca.pem"),
+            "server_cert": str(PKI / "server.pem"),
+            "server_key": str(PKI / "server.key"),
+            "haproxy_stats_user": STATS_USER,
+            "haproxy_stats_password_file": str(SECRETS / "haproxy_stats_password"),
+        },
+        "host_sysctls_before": str(STATE / "host-sysctls.json"),
+    }
+
+
+def up() -> dict:
+    started = time.monotonic()
+    _ensure_secrets()
+    images.ensure_base()
+    node_image = images.ensure_node()
+    backend_image = images.ensure_backend()
+    _ensure_network()
+    for edge in topology.EDGES:
+        _ensure_edge(edge, node_image)
+    for backend in topology.BACKENDS:
+        _ensure_backend(backend, backend_image)
+    for edge in topology.EDGES:
+        _wait_for(edge.address, 22, f"sshd on {edge.name}")
+    for backend in topology.BACKENDS:
+        _wait_for("127.0.0.1", backend.app_port, backend.name)
+    description = describe()
+    LAB_JSON.write_text(json.dumps(description, indent=2) + "\n")
+    _log(f"up in {time.monotonic() - started:.1f}s; description in {LAB_JSON}")
+    return description
+
+
+def down(remove_images: bool = False) -> None:
+    """Remove what the lab created (by label) and nothing else."""
+    ids = podman("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
+    if ids:
+        podman("rm", "-f", "-t", "5", *ids)
+    if exists("network", topology.NETWORK):
+        podman("network", "rm", topology.NETWORK)
+    if remove_images:
+        images.remove_all()
+    shutil.rmtree(STATE, ignore_errors=True)
+    _log("down: containers, network and .lab/ removed" + (" with images" if remove_images else ""))
+
+
+def status() -> list[tuple[str, str]]:
+    out = podman("ps", "-a", "--filter", f"label={LABEL}",
+                 "--format", "{{.Names}}\t{{.Status}}").stdout
+    return [tuple(line.split("\t", 1)) for line in out.splitlines() if line]

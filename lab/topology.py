@@ -1,0 +1,76 @@
+"""The lab's fixed map: names, addresses and published ports (docs/lab.md).
+
+Kept in one place so the lab, its inventory and the tests agree.  The
+inventory in inventories/lab repeats the addresses because Ansible cannot
+import Python; tests/lab/test_lab.py checks the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PREFIX = "automata-lab"
+NETWORK = PREFIX
+SUBNET = "10.77.7.0/24"
+GATEWAY = "10.77.7.1"
+
+BASE_IMAGE = f"localhost/{PREFIX}-base:bookworm"
+NODE_IMAGE = f"localhost/{PREFIX}-node:latest"
+BACKEND_IMAGE = f"localhost/{PREFIX}-backend:latest"
+
+# Ports of the first edge node; edge-N publishes base + (N - 1).
+EDGE_PORTS = {  # name: (published base, port inside the node)
+    "nginx_http": (8080, 80),
+    "nginx_https": (8443, 443),
+    "haproxy_http": (8000, 8000),
+    "haproxy_stats": (8404, 8404),
+}
+BACKEND_APP_PORT = 8000
+BACKEND_ADMIN_PORT = 9000
+
+
+@dataclass(frozen=True)
+class Edge:
+    index: int  # 1-based
+
+    @property
+    def name(self) -> str:
+        return f"edge-{self.index}"
+
+    @property
+    def address(self) -> str:
+        return f"10.77.7.{10 + self.index}"
+
+    @property
+    def ports(self) -> dict[str, tuple[int, int]]:
+        return {k: (base + self.index - 1, inner) for k, (base, inner) in EDGE_PORTS.items()}
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    address: str
+    index: int  # position in the published port map (app 9000+i, admin 9100+i)
+    version: str = "stable"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def app_port(self) -> int:
+        return 9000 + self.index
+
+    @property
+    def admin_port(self) -> int:
+        return 9100 + self.index
+
+
+EDGES = [Edge(1), Edge(2)]
+BACKENDS = [
+    Backend("backend-1", "10.77.7.21", 1),
+    Backend("backend-2", "10.77.7.22", 2),
+    Backend("backend-3", "10.77.7.23", 3),
+    Backend("canary-1", "10.77.7.31", 4, version="canary"),
+]
+
+
+def container_name(node: str) -> str:
+    return f"{PREFIX}-{node}"

@@ -1,0 +1,103 @@
+"""Fixtures for the reference backend tests: in-process apps for endpoint
+checks, and the real process (python -m automata_backend) on free loopback
+ports for WebSockets and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.exceptions import StarletteDeprecationWarning
+
+# Starlette 1.x prefers the httpx2 fork for its TestClient; httpx (pinned for
+# the rest of the suite) still works, so one client library is enough here.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+from automata_backend.app import create_admin_app, create_app
+from automata_backend.state import Backend, Settings
+
+BACKEND_DIR = Path(__file__).resolve().parents[2] / "backend"
+
+
+@pytest.fixture
+def backend() -> Backend:
+    return Backend(Settings("backend-1", "stable"))
+
+
+@pytest.fixture
+def client(backend):
+    with TestClient(create_app(backend)) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(backend):
+    with TestClient(create_admin_app(backend)) as c:
+        yield c
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen
+    url: str
+    admin_url: str
+    ws_url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def terminate(self) -> float:
+        """Send SIGTERM and return the monotonic time it was sent."""
+        self.proc.send_signal(signal.SIGTERM)
+        return time.monotonic()
+
+
+@pytest.fixture
+def start_backend(tmp_path):
+    """start_backend("--grace-period", "5") runs the real process and waits until it is live."""
+    started: list[Process] = []
+
+    def start(*args: str, instance: str = "backend-1") -> Process:
+        port, admin_port = free_port(), free_port()
+        log = tmp_path / f"{instance}-{port}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "automata_backend", "--instance", instance, "--version", "stable",
+             "--port", str(port), "--admin-port", str(admin_port), *args],
+            env={**os.environ, "PYTHONPATH": str(BACKEND_DIR)},
+            stdout=log.open("w"), stderr=subprocess.STDOUT)
+        p = Process(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
+                    f"ws://127.0.0.1:{port}/ws", log)
+        started.append(p)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{p.url}/healthz", timeout=1).status_code == 200 and \
+                        httpx.get(f"{p.admin_url}/fault", timeout=1).status_code == 200:
+                    return p
+            except httpx.TransportError:
+                time.sleep(0.05)
+        pytest.fail(f"backend did not come up:\n{p.output()}")
+
+    yield start
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait()
