@@ -103,7 +103,7 @@ def ensure_backend() -> str:
                         "--target", str(context / "site"), "--only-binary=:all:",
                         "--python-version", "3.11", "--implementation", "cp",
                         "--platform", "manylinux2014_x86_64", "-r", str(requirements)],
-                       check=True)
+                       check=True, capture_output=True, text=True)
         podman("build", "--network=host", "-t", image, str(context), capture=False,
                stdout=subprocess.DEVNULL)
     return image

@@ -101,11 +101,13 @@ def _ensure_edge(edge: topology.Edge, image: str) -> None:
     if _running_with(name, image):
         return
     ports = [f"-p=127.0.0.1:{outer}:{inner}" for outer, inner in edge.ports.values()]
-    # --privileged: HAProxy's unit needs mount namespacing; see the node
-    # Containerfile for how host-global sysctls are kept untouched.
+    # Not --privileged: that makes /proc/sys writable, and systemd as PID 1
+    # then raises the host's fs.file-max at boot. CAP_SYS_ADMIN is enough for
+    # the mount namespacing of HAProxy's unit; /proc/sys/net is made writable
+    # inside the node (images/node/files/lab-proc-sys-net.service).
     podman("run", "-d", "--name", name, "--hostname", edge.name, "--label", LABEL,
            "--network", topology.NETWORK, "--ip", edge.address, "--systemd=always",
-           "--privileged", *ports,
+           "--cap-add", "SYS_ADMIN", *ports,
            "-v", f"{SSH_KEY}.pub:/root/.ssh/authorized_keys:ro",
            image, "/sbin/init")
 
