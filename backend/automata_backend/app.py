@@ -72,6 +72,16 @@ class EdgeMiddleware:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_identity)
+        except asyncio.CancelledError:
+            # The shutdown grace period ran out.  A request not yet answered
+            # gets a 503 from this instance (which balancers may retry)
+            # instead of the server's anonymous 500; a started one is cut.
+            if is_http and not status:
+                await send_with_identity({"type": "http.response.start", "status": 503,
+                                          "headers": [(b"content-type", b"application/json")]})
+                await send_with_identity({"type": "http.response.body",
+                                          "body": b'{"error": "shutdown grace period expired"}'})
+            raise
         finally:
             duration = time.perf_counter() - started
             if counted:

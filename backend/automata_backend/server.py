@@ -76,14 +76,19 @@ async def serve(backend: Backend, host: str, port: int, admin_host: str, admin_p
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    servers = [asyncio.ensure_future(main.serve()), asyncio.ensure_future(admin.serve())]
+    # Bind both ports before serving either: a port in use ends the process
+    # with one clear log line and status 3 instead of half an instance.
+    sockets = [main.config.bind_socket(), admin.config.bind_socket()]
+    servers = [asyncio.ensure_future(server.serve(sockets=[sock]))
+               for server, sock in zip((main, admin), sockets)]
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait([*servers, stopping], return_when=asyncio.FIRST_COMPLETED)
-    if not stop.is_set():  # a server ended on its own: startup failed
+    if not stop.is_set():  # a server ended on its own: it crashed
         stopping.cancel()
         for task in servers:
             task.cancel()
         await asyncio.gather(*servers, return_exceptions=True)
+        log.error("a server stopped unexpectedly; exiting")
         return 1
 
     deadline = loop.time() + grace

@@ -36,21 +36,52 @@ def backend() -> Backend:
 
 
 @pytest.fixture
-def client(backend):
-    with TestClient(create_app(backend)) as c:
-        yield c
+def open_client():
+    """open_client(asgi_app) -> a started TestClient, closed after the test."""
+    opened: list[TestClient] = []
+
+    def open_(app) -> TestClient:
+        opened.append(TestClient(app).__enter__())
+        return opened[-1]
+
+    yield open_
+    for c in opened:
+        c.__exit__(None, None, None)
 
 
 @pytest.fixture
-def admin(backend):
-    with TestClient(create_admin_app(backend)) as c:
-        yield c
+def client(backend, open_client) -> TestClient:
+    return open_client(create_app(backend))
+
+
+@pytest.fixture
+def admin(backend, open_client) -> TestClient:
+    return open_client(create_admin_app(backend))
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_ENV = {**os.environ, "PYTHONPATH": str(BACKEND_DIR)}
+
+
+def _command(instance: str, port: int, admin_port: int, *args: str) -> list[str]:
+    return [sys.executable, "-m", "automata_backend", "--instance", instance, "--version", "stable",
+            "--port", str(port), "--admin-port", str(admin_port), *args]
+
+
+@pytest.fixture
+def run_backend():
+    """run_backend(port, admin_port) runs the process to completion (for startup failures)."""
+
+    def run(port: int, admin_port: int) -> subprocess.CompletedProcess:
+        return subprocess.run(_command("backend-1", port, admin_port), env=_ENV,
+                              capture_output=True, text=True, timeout=10)
+
+    return run
 
 
 @dataclass
@@ -70,19 +101,18 @@ class Process:
         return time.monotonic()
 
 
-@pytest.fixture
-def start_backend(tmp_path):
-    """start_backend("--grace-period", "5") runs the real process and waits until it is live."""
+@pytest.fixture(scope="module")
+def start_backend(tmp_path_factory):
+    """start_backend("--grace-period", "5") runs the real process and waits until
+    it is live; every process still running is killed when the module ends."""
+    tmp_path = tmp_path_factory.mktemp("backend")
     started: list[Process] = []
 
     def start(*args: str, instance: str = "backend-1") -> Process:
         port, admin_port = free_port(), free_port()
         log = tmp_path / f"{instance}-{port}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "automata_backend", "--instance", instance, "--version", "stable",
-             "--port", str(port), "--admin-port", str(admin_port), *args],
-            env={**os.environ, "PYTHONPATH": str(BACKEND_DIR)},
-            stdout=log.open("w"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(_command(instance, port, admin_port, *args), env=_ENV,
+                                stdout=log.open("w"), stderr=subprocess.STDOUT)
         p = Process(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
                     f"ws://127.0.0.1:{port}/ws", log)
         started.append(p)

@@ -6,11 +6,9 @@ import asyncio
 import time
 
 import pytest
-from conftest import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from automata_backend.app import create_app
-
 from automata_backend.state import Backend, CircuitBreaker, DbPool, InvalidField, Settings
 
 NAMED_METRICS = [
@@ -287,9 +285,10 @@ def test_bad_settings_fail_naming_the_setting(kwargs, field):
     assert exc.value.field == field
 
 
-def test_two_instances_in_one_process_keep_separate_metrics():
-    one, two = (TestClient(create_app(Backend(Settings(name, "stable")))) for name in ("a-1", "a-2"))
-    with one, two:
-        one.get("/api/x")
-        assert requests_total(one, "/api/{path:path}", "GET", "200") == 1
-        assert requests_total(two, "/api/{path:path}", "GET", "200") == 0
+def test_two_instances_in_one_process_keep_separate_metrics(open_client):
+    one, two = (open_client(create_app(Backend(Settings(name, "stable")))) for name in ("a-1", "a-2"))
+    one.get("/api/x")
+    assert requests_total(one, "/api/{path:path}", "GET", "200") == 1
+    assert requests_total(two, "/api/{path:path}", "GET", "200") == 0
+    assert one.get("/health").headers["x-backend-instance"] == "a-1"
+    assert two.get("/health").headers["x-backend-instance"] == "a-2"

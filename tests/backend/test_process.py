@@ -1,0 +1,179 @@
+"""The real process (python -m automata_backend): WebSockets, streaming,
+connection limits and graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import pytest
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
+
+GRACE = 5.0
+
+
+def metric(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+@pytest.fixture(scope="module")
+def shared(start_backend):
+    """One process for the tests that leave it as they found it."""
+    return start_backend()
+
+
+async def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_websocket_says_hello_echoes_and_is_counted(shared):
+    p = shared
+
+    async def scenario():
+        async with websockets.connect(p.ws_url) as ws:
+            assert ws.response.headers["x-backend-instance"] == "backend-1"
+            assert json.loads(await ws.recv()) == {"type": "hello", "instance": "backend-1", "version": "stable"}
+            for text in ("one", "two"):
+                await ws.send(text)
+                assert json.loads(await ws.recv()) == {"type": "echo", "instance": "backend-1", "data": text}
+            assert metric(p.url, "automata_websocket_connections") == 1
+        assert metric(p.url, "automata_websocket_messages_total") == 2
+
+    asyncio.run(scenario())
+    assert metric(p.url, "automata_websocket_connections") == 0
+
+
+def test_websocket_handshake_is_refused_with_the_injected_status(shared):
+    p = shared
+
+    async def scenario():
+        with pytest.raises(websockets.InvalidStatus) as exc:
+            async with websockets.connect(p.ws_url):
+                pass
+        assert exc.value.response.status_code == 502
+        assert exc.value.response.headers["x-backend-instance"] == "backend-1"
+
+    httpx.put(f"{p.admin_url}/fault", json={"error_rate": 1.0, "error_status": 502}, timeout=5)
+    try:
+        asyncio.run(scenario())
+    finally:
+        httpx.delete(f"{p.admin_url}/fault", timeout=5)
+
+
+def test_streamed_ai_response_sends_a_chunk_every_second(shared):
+    p = shared
+    arrivals = []
+    started = time.monotonic()
+    with httpx.stream("GET", f"{p.url}/ai/generate?seconds=1.5&stream=1", timeout=5) as r:
+        assert r.headers["x-backend-instance"] == "backend-1"
+        for line in r.iter_lines():
+            arrivals.append((time.monotonic() - started, json.loads(line)))
+    assert [body.get("chunk") for _, body in arrivals] == [1, 2, None]
+    assert arrivals[-1][1]["done"] is True
+    # Chunks arrive as they are produced (a second apart), not all at the end.
+    assert arrivals[0][0] >= 0.9 and arrivals[-1][0] - arrivals[0][0] >= 0.4
+
+
+def test_delayed_request_holds_a_db_connection(shared):
+    p = shared
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=5) as c:
+            slow = asyncio.ensure_future(c.get(f"{p.url}/api/report?delay=0.6"))
+
+            async def checked_out():
+                return await asyncio.to_thread(metric, p.url, "automata_db_connections_active") == 1
+
+            await wait_for(checked_out)
+            assert await asyncio.to_thread(metric, p.url, "automata_db_connections_idle") == 19
+            assert (await slow).status_code == 200
+        assert metric(p.url, "automata_db_connections_active") == 0
+
+    asyncio.run(scenario())
+
+
+def test_traffic_beyond_max_connections_gets_503(start_backend):
+    p = start_backend("--max-connections", "1")
+
+    async def scenario():
+        async with websockets.connect(p.ws_url) as ws:  # takes the one connection
+            await ws.recv()
+            r = httpx.get(f"{p.url}/api/x", timeout=5)
+            assert (r.status_code, r.json()["error"]) == (503, "instance at max_connections")
+            assert httpx.get(f"{p.url}/health", timeout=5).status_code == 200  # probes are not traffic
+        assert httpx.get(f"{p.url}/api/x", timeout=5).status_code == 200
+
+    asyncio.run(scenario())
+
+
+def test_sigterm_drains_in_flight_work_and_exits_zero(start_backend):
+    p = start_backend("--grace-period", str(GRACE))
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=10) as c, websockets.connect(p.ws_url) as ws:
+            await ws.recv()
+            in_flight = asyncio.ensure_future(c.get(f"{p.url}/api/slow?delay=1"))
+
+            async def request_started():
+                perf = (await c.get(f"{p.url}/metrics/performance")).json()
+                return perf["active_connections"] >= 3  # WebSocket + slow request + this one
+
+            await wait_for(request_started)
+            sent = p.terminate()
+
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd.code == 1001
+
+            # A new request is refused or told the instance is not ready.
+            try:
+                async with httpx.AsyncClient(timeout=2) as fresh:
+                    assert (await fresh.get(f"{p.url}/health")).status_code == 503
+            except httpx.ConnectError:
+                pass
+
+            r = await in_flight
+            assert r.status_code == 200 and r.json()["path"] == "/api/slow"
+            return sent
+
+    sent = asyncio.run(scenario())
+    assert p.proc.wait(timeout=GRACE + 2) == 0
+    assert time.monotonic() - sent < GRACE
+    phases = [json.loads(line).get("phase") for line in p.output().splitlines() if '"phase"' in line]
+    assert phases == ["draining", "websockets_closed", "requests_drained", "stopped"]
+
+
+def test_grace_period_cuts_work_that_runs_too_long(start_backend):
+    p = start_backend("--grace-period", "0.5")
+
+    async def scenario():
+        async with httpx.AsyncClient(timeout=10) as c:
+            too_long = asyncio.ensure_future(c.get(f"{p.url}/ai/x?seconds=30"))
+            await asyncio.sleep(0.2)
+            sent = p.terminate()
+            r = await too_long
+            assert r.status_code == 503
+            assert r.headers["x-backend-instance"] == "backend-1"
+            return sent
+
+    sent = asyncio.run(scenario())
+    assert p.proc.wait(timeout=5) == 1  # not clean: something was cut
+    assert time.monotonic() - sent < 3.0
+    assert '"phase": "grace_period_expired"' in p.output()
+
+
+def test_a_port_in_use_stops_startup_with_a_clear_error(run_backend):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        proc = run_backend(0, busy.getsockname()[1])  # main port 0: any free one
+    assert proc.returncode == 3
+    assert "Address already in use" in proc.stdout
