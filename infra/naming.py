@@ -85,3 +85,16 @@ def labels(traffic_class: str, track: Track | None = None) -> dict[str, str]:
 def _check_class(traffic_class: str) -> None:
     if traffic_class not in TRAFFIC_CLASSES:
         raise ValueError(f"traffic class must be one of {TRAFFIC_CLASSES}, got {traffic_class!r}")
+
+
+def backend_args(instance: str, track: Track, grace_period: int) -> list[str]:
+    """Arguments for the reference backend image (ENTRYPOINT python3 -m
+    automata_backend): listen on every interface of the pod/container, name
+    itself in X-Backend-Instance/Version, drain for `grace_period` after SIGTERM."""
+    return [
+        "--instance", instance,
+        "--version", track,
+        "--host", "0.0.0.0",
+        "--port", str(CONTAINER_PORT),
+        "--grace-period", str(grace_period),
+    ]

@@ -1,0 +1,153 @@
+"""Guardrail rules for any stack of this project, enforceable in CI.
+
+Each rule is a plain function `(args, report_violation)`; the Policy objects
+in POLICIES wrap them.  The pack stands alone (it may judge stacks written by
+other programs), so it does not import infra/: the image check here is a
+second, independent implementation of the one in infra/settings.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyConfigSchema,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+SERVICE = "kubernetes:core/v1:Service"
+DOCKER_CONTAINER = "docker:index/container:Container"
+# Types whose pods are at spec.template.spec.
+WORKLOADS = {DEPLOYMENT, "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet"}
+
+
+def _containers(args: ResourceValidationArgs) -> Iterator[Mapping[str, Any]]:
+    if args.resource_type not in WORKLOADS:
+        return
+    pod = args.props.get("spec", {}).get("template", {}).get("spec", {})
+    yield from pod.get("initContainers", []) or []
+    yield from pod.get("containers", []) or []
+
+
+def image_problem(ref: str) -> str | None:
+    """Why an image reference is not pinned, or None when it is."""
+    name, _, digest = ref.partition("@")
+    tag = name.rsplit("/", 1)[-1].partition(":")[2]
+    if digest:
+        return "uses :latest" if tag == "latest" else None
+    if not tag:
+        return "has no tag (means :latest)"
+    return "uses :latest" if tag == "latest" else None
+
+
+def deployment_has_probes(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != DEPLOYMENT:
+        return
+    for c in _containers(args):
+        for probe in ("livenessProbe", "readinessProbe"):
+            if not c.get(probe):
+                report_violation(f"container {c.get('name')!r} has no {probe}", None)
+
+
+def deployment_has_resources(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != DEPLOYMENT:
+        return
+    for c in _containers(args):
+        resources = c.get("resources") or {}
+        for section in ("requests", "limits"):
+            missing = [r for r in ("cpu", "memory") if not (resources.get(section) or {}).get(r)]
+            if missing:
+                report_violation(f"container {c.get('name')!r} has no {section} for {', '.join(missing)}", None)
+
+
+def no_latest_images(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    images = [(c.get("name"), c.get("image", "")) for c in _containers(args)]
+    if args.resource_type == DOCKER_CONTAINER:
+        images.append((args.props.get("name"), args.props.get("image", "")))
+    for name, ref in images:
+        problem = image_problem(ref)
+        if problem:
+            report_violation(f"container {name!r} image {ref!r} {problem}; pin a version", None)
+
+
+def no_privileged_containers(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    for c in _containers(args):
+        sc = c.get("securityContext") or {}
+        if sc.get("privileged"):
+            report_violation(f"container {c.get('name')!r} is privileged", None)
+        if sc.get("allowPrivilegeEscalation", True):
+            # Kubernetes allows escalation unless it is explicitly turned off.
+            report_violation(f"container {c.get('name')!r} does not set allowPrivilegeEscalation: false", None)
+    if args.resource_type == DOCKER_CONTAINER and args.props.get("privileged"):
+        report_violation(f"container {args.props.get('name')!r} is privileged", None)
+
+
+def hpa_bounds(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != HPA:
+        return
+    spec = args.props.get("spec", {})
+    low, high = spec.get("minReplicas", 1), spec.get("maxReplicas")
+    if high is None or low > high:
+        report_violation(f"minReplicas {low} is greater than maxReplicas {high}", None)
+
+
+def no_load_balancer(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type != SERVICE or args.props.get("spec", {}).get("type") != "LoadBalancer":
+        return
+    if not args.get_config().get("allowLoadBalancer", False):
+        report_violation(
+            f"Service {args.props.get('metadata', {}).get('name')!r} is a LoadBalancer (a public address); "
+            "traffic enters through the edge tier or the mesh gateway. Set allowLoadBalancer in the policy config to permit it.",
+            None,
+        )
+
+
+def _matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    wanted = selector.get("matchLabels") or {}
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def deployments_have_pdb(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """Every Deployment's pods are covered by a PDB in the same namespace."""
+    pdbs = [r.props for r in args.resources if r.resource_type == PDB]
+    for r in args.resources:
+        if r.resource_type != DEPLOYMENT:
+            continue
+        namespace = r.props.get("metadata", {}).get("namespace")
+        labels = r.props.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+        if not any(p.get("metadata", {}).get("namespace") == namespace
+                   and _matches(p.get("spec", {}).get("selector", {}), labels) for p in pdbs):
+            report_violation(f"Deployment {r.props.get('metadata', {}).get('name')!r} has no PodDisruptionBudget", r.urn)
+
+
+def _resource_policy(name: str, description: str, validate, **kwargs) -> ResourceValidationPolicy:
+    return ResourceValidationPolicy(name=name, description=description, validate=validate,
+                                    enforcement_level=EnforcementLevel.MANDATORY, **kwargs)
+
+
+POLICIES = [
+    _resource_policy("deployment-has-probes", "Every Deployment container has liveness and readiness probes.",
+                     deployment_has_probes),
+    _resource_policy("deployment-has-resources", "Every Deployment container has CPU and memory requests and limits.",
+                     deployment_has_resources),
+    _resource_policy("no-latest-images", "Images are pinned: a tag other than latest, or a digest.", no_latest_images),
+    _resource_policy("no-privileged-containers", "No privileged containers and no privilege escalation.",
+                     no_privileged_containers),
+    _resource_policy("hpa-min-le-max", "HorizontalPodAutoscaler minReplicas is at most maxReplicas.", hpa_bounds),
+    _resource_policy(
+        "no-load-balancer-services", "No Service of type LoadBalancer unless allowLoadBalancer is set.",
+        no_load_balancer,
+        config_schema=PolicyConfigSchema(properties={"allowLoadBalancer": {"type": "boolean", "default": False}}),
+    ),
+    StackValidationPolicy(name="deployment-has-pdb", description="Every Deployment is covered by a PodDisruptionBudget.",
+                          validate=deployments_have_pdb, enforcement_level=EnforcementLevel.MANDATORY),
+]

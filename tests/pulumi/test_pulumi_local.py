@@ -1,0 +1,68 @@
+"""The `local` stack (pulumi-docker): the spec's Compose environment, proven
+with the same mocks; the generated proxy and Prometheus configs are checked
+by the real haproxy and promtool binaries where they are installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from infra import local, offline
+
+
+def containers(records) -> dict[str, dict]:
+    return {r.inputs["name"]: r.inputs for r in records if r.type == "docker:index/container:Container"}
+
+
+def upload(container: dict) -> str:
+    (only,) = container["uploads"]
+    return only["content"]
+
+
+def test_local_stack_creates_no_kubernetes_objects(records):
+    assert [r for r in records("local") if r.type.startswith("kubernetes:")] == []
+
+
+def test_published_ports_follow_the_lab_map_on_loopback_only(records):
+    published = {(name, p["external"], p["internal"], p["ip"]) for name, c in containers(records("local")).items()
+                 for p in c.get("ports", [])}
+    assert published == {
+        ("automata-local-nginx", 8080, 80, "127.0.0.1"),
+        ("automata-local-haproxy", 8000, 8000, "127.0.0.1"), ("automata-local-haproxy", 8404, 8404, "127.0.0.1"),
+        ("automata-local-prometheus", 9090, 9090, "127.0.0.1"), ("automata-local-grafana", 3000, 3000, "127.0.0.1"),
+    }
+
+
+def test_backends_run_the_configured_image_hardened(records):
+    backends = {n: c for n, c in containers(records("local")).items() if "backend" in n}
+    assert sorted(backends) == ["automata-local-backend-1", "automata-local-backend-2", "automata-local-backend-3"]
+    for c in backends.values():
+        assert c["image"] == "ghcr.io/automata/backend:1.0.0"
+        assert (c["user"], c["readOnly"], c["securityOpts"]) == ("10001", True, ["no-new-privileges:true"])
+        assert c["stopTimeout"] > local.GRACE_PERIOD
+
+
+def test_canary_image_adds_a_canary_backend_behind_both_balancers():
+    recs = offline.run("local", {"canaryImage": "ghcr.io/automata/backend:1.1.0"})
+    canary = containers(recs)["automata-local-canary-1"]
+    assert canary["image"] == "ghcr.io/automata/backend:1.1.0"
+    assert canary["command"][canary["command"].index("--version") + 1] == "canary"
+    assert "server canary-1 canary-1:8000 check weight 10" in upload(containers(recs)["automata-local-haproxy"])
+
+
+@pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy binary not installed")
+def test_haproxy_accepts_the_generated_config(records, tmp_path):
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(upload(containers(records("local"))["automata-local-haproxy"]))
+    result = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
+def test_promtool_accepts_the_generated_prometheus_config(records, tmp_path):
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(upload(containers(records("local"))["automata-local-prometheus"]))
+    result = subprocess.run(["promtool", "check", "config", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,102 @@
+"""The policy pack's rules run over the program's own mocked resources: the
+real stacks pass, and each broken variant is rejected."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from manifest_helpers import K8S_STACKS
+from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
+
+from infra import offline
+from policy import guardrails
+
+RESOURCE_RULES = [guardrails.deployment_has_probes, guardrails.deployment_has_resources, guardrails.no_latest_images,
+                  guardrails.no_privileged_containers, guardrails.hpa_bounds, guardrails.no_load_balancer]
+
+
+def violations(rule, record: offline.Record, config: dict | None = None) -> list[str]:
+    found: list[str] = []
+    args = ResourceValidationArgs(record.type, record.inputs, record.urn, record.name, None, None, config or {})
+    rule(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+def stack_violations(records: list[offline.Record]) -> list[str]:
+    found: list[str] = []
+    resources = [PolicyResource(r.type, r.inputs, r.urn, r.name, None, None, None, [], {}) for r in records if r.custom]
+    guardrails.deployments_have_pdb(StackValidationArgs(resources), lambda message, urn=None: found.append(message))
+    return found
+
+
+def edited(record: offline.Record, change) -> offline.Record:
+    inputs = copy.deepcopy(record.inputs)
+    change(inputs)
+    return offline.Record(record.type, record.name, record.urn, record.custom, inputs)
+
+
+def first(records, kind):
+    return next(r for r in records if r.custom and r.kind == kind)
+
+
+def pod_container(inputs):
+    return inputs["spec"]["template"]["spec"]["containers"][0]
+
+
+@pytest.mark.parametrize("stack", [*K8S_STACKS, "local"])
+def test_every_stack_passes_every_rule(records, stack):
+    recs = records(stack)
+    assert [v for r in recs for rule in RESOURCE_RULES for v in violations(rule, r)] == []
+    assert stack_violations(recs) == []
+
+
+def test_deployment_without_readiness_probe_is_rejected(records):
+    bad = edited(first(records("prod"), "Deployment"), lambda i: pod_container(i).pop("readinessProbe"))
+    assert violations(guardrails.deployment_has_probes, bad) == ["container 'backend' has no readinessProbe"]
+
+
+def test_deployment_without_memory_limit_is_rejected(records):
+    bad = edited(first(records("prod"), "Deployment"), lambda i: pod_container(i)["resources"]["limits"].pop("memory"))
+    assert violations(guardrails.deployment_has_resources, bad) == ["container 'backend' has no limits for memory"]
+
+
+@pytest.mark.parametrize("image", ["ghcr.io/automata/backend:latest", "ghcr.io/automata/backend", "localhost:5000/backend"])
+def test_unpinned_images_are_rejected(records, image):
+    bad = edited(first(records("prod"), "Deployment"), lambda i: pod_container(i).update(image=image))
+    assert len(violations(guardrails.no_latest_images, bad)) == 1
+
+
+def test_digest_pinned_image_is_accepted(records):
+    ok = edited(first(records("prod"), "Deployment"),
+                lambda i: pod_container(i).update(image="ghcr.io/automata/backend@sha256:" + "a" * 64))
+    assert violations(guardrails.no_latest_images, ok) == []
+
+
+def test_privileged_container_is_rejected(records):
+    bad = edited(first(records("prod"), "Deployment"), lambda i: pod_container(i)["securityContext"].update(privileged=True))
+    assert violations(guardrails.no_privileged_containers, bad) == ["container 'backend' is privileged"]
+
+
+def test_docker_privileged_container_is_rejected(records):
+    bad = edited(first(records("local"), "Container"), lambda i: i.update(privileged=True))
+    assert len(violations(guardrails.no_privileged_containers, bad)) == 1
+
+
+def test_hpa_with_min_above_max_is_rejected(records):
+    bad = edited(next(r for r in records("prod") if r.name == "api-hpa"), lambda i: i["spec"].update(minReplicas=20))
+    assert violations(guardrails.hpa_bounds, bad) == ["minReplicas 20 is greater than maxReplicas 15"]
+
+
+def test_load_balancer_service_is_rejected_unless_allowed():
+    service = first(offline.run("prod", {"serviceType": "LoadBalancer"}), "Service")
+    assert len(violations(guardrails.no_load_balancer, service)) == 1
+    assert violations(guardrails.no_load_balancer, service, {"allowLoadBalancer": True}) == []
+
+
+def test_deployment_without_pdb_is_rejected(records):
+    without_api_pdb = [r for r in records("prod") if not (r.kind == "PodDisruptionBudget" and r.name == "api-pdb")]
+    assert sorted(stack_violations(without_api_pdb)) == [
+        "Deployment 'automata-api' has no PodDisruptionBudget",
+        "Deployment 'automata-api-canary' has no PodDisruptionBudget",
+    ]
