@@ -12,9 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi  # noqa: E402
 
-from infra import naming, settings  # noqa: E402
+from infra import mesh, naming, settings  # noqa: E402
 from infra.autoscaling import Autoscaler, AutoscalerArgs  # noqa: E402
 from infra.local import LocalEnvironment, LocalEnvironmentArgs  # noqa: E402
+from infra.mesh_install import IstioInstall, IstioInstallArgs  # noqa: E402
 from infra.namespace import BackendNamespace, BackendNamespaceArgs, runtime_config_hash  # noqa: E402
 from infra.workload import BackendWorkload, WorkloadArgs, stable_replicas  # noqa: E402
 
@@ -24,24 +25,27 @@ if cfg.platform == "docker":
     local = LocalEnvironment("local", LocalEnvironmentArgs(images=cfg.images, local=cfg.local))
     pulumi.export("endpoints", local.endpoints)
 else:
-    ns = BackendNamespace("backend", BackendNamespaceArgs(cluster=cfg.cluster, runtime=cfg.runtime))
+    # Istio comes first: pods created before its injector exists get no sidecar.
+    install = IstioInstall("istio", IstioInstallArgs(mesh=cfg.mesh)) if cfg.mesh.enabled and cfg.mesh.install else None
+    after_mesh = pulumi.ResourceOptions(depends_on=[install] if install else [])
+    ns = BackendNamespace("backend", BackendNamespaceArgs(cluster=cfg.cluster, runtime=cfg.runtime, mesh=cfg.mesh),
+                          after_mesh)
     services = {}
     for workload in cfg.workloads:
         cls = workload.traffic_class
-        backend = BackendWorkload(
-            cls,
-            WorkloadArgs(
-                namespace=ns.name,
-                service_type=cfg.cluster.service_type,
-                workload=workload,
-                images=cfg.images,
-                rollout=cfg.rollout,
-                placement=cfg.placement,
-                stable_replicas=stable_replicas(cfg.scaling.enabled, cfg.scaling.replicas),
-                runtime_config_name=ns.runtime_config.metadata.name,
-                runtime_config_hash=runtime_config_hash(cfg.runtime),
-            ),
+        args = WorkloadArgs(
+            namespace=ns.name,
+            service_type=cfg.cluster.service_type,
+            workload=workload,
+            images=cfg.images,
+            rollout=cfg.rollout,
+            placement=cfg.placement,
+            stable_replicas=stable_replicas(cfg.scaling.enabled, cfg.scaling.replicas),
+            runtime_config_name=ns.runtime_config.metadata.name,
+            runtime_config_hash=runtime_config_hash(cfg.runtime),
+            pod_annotations=mesh.pod_annotations(workload, cfg.rollout) if cfg.mesh.enabled else {},
         )
+        backend = BackendWorkload(cls, args, after_mesh)
         if cfg.scaling.enabled:
             Autoscaler(
                 cls,
@@ -49,5 +53,10 @@ else:
                 pulumi.ResourceOptions(depends_on=[backend.deployments["stable"]]),
             )
         services[cls] = naming.service_host(cls, cfg.cluster.namespace)
+    if cfg.mesh.enabled:
+        mesh.ServiceMesh("mesh", mesh.MeshArgs(namespace=ns.name, namespace_name=cfg.cluster.namespace, mesh=cfg.mesh,
+                                               workloads=cfg.workloads, tracks=cfg.images.tracks(), stack=pulumi.get_stack()),
+                         after_mesh)
+        pulumi.export("hosts", list(cfg.mesh.hosts))
     pulumi.export("namespace", ns.name)
     pulumi.export("services", services)

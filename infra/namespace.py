@@ -10,22 +10,23 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra import naming
-from infra.settings import ClusterSettings, RuntimeSettings
+from infra.settings import ClusterSettings, MeshSettings, RuntimeSettings
 
 
-def namespace_labels(sidecar_injection: bool) -> dict[str, str]:
+def namespace_labels(mesh: MeshSettings) -> dict[str, str]:
     """Labels of the namespace: sidecar injection and Pod Security admission.
 
     Pods here meet the `restricted` Pod Security standard, so it is enforced
-    when the mesh is off.  With injection on, Istio's istio-init container
-    needs NET_ADMIN (unless the cluster runs Istio CNI), which `restricted`
-    refuses, so then it only warns and audits.
+    unless the mesh injects istio-init, which needs NET_ADMIN.  With Istio CNI
+    the node agent sets up the redirection instead and the injected containers
+    are restricted-compliant, so enforcement stays on; only a mesh without CNI
+    downgrades it to warn and audit.
     """
     pod_security = {"pod-security.kubernetes.io/warn": "restricted", "pod-security.kubernetes.io/audit": "restricted"}
-    if not sidecar_injection:
+    if not mesh.enabled or mesh.cni:
         pod_security["pod-security.kubernetes.io/enforce"] = "restricted"
     return {
-        naming.SIDECAR_INJECTION_LABEL: "enabled" if sidecar_injection else "disabled",
+        naming.SIDECAR_INJECTION_LABEL: "enabled" if mesh.enabled else "disabled",
         "app.kubernetes.io/part-of": naming.PART_OF,
         "app.kubernetes.io/managed-by": naming.MANAGED_BY,
         **pod_security,
@@ -54,6 +55,7 @@ def runtime_config_hash(runtime: RuntimeSettings) -> str:
 class BackendNamespaceArgs:
     cluster: ClusterSettings
     runtime: RuntimeSettings
+    mesh: MeshSettings
 
 
 class BackendNamespace(pulumi.ComponentResource):
@@ -63,7 +65,7 @@ class BackendNamespace(pulumi.ComponentResource):
         self.namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name=args.cluster.namespace, labels=namespace_labels(args.cluster.sidecar_injection)
+                name=args.cluster.namespace, labels=namespace_labels(args.mesh)
             ),
             opts=child,
         )

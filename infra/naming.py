@@ -98,3 +98,26 @@ def backend_args(instance: str, track: Track, grace_period: int) -> list[str]:
         "--port", str(CONTAINER_PORT),
         "--grace-period", str(grace_period),
     ]
+
+
+# --- the mesh (infra/mesh.py) -------------------------------------------------
+
+GATEWAY_NAME = "automata-gateway"
+VIRTUAL_SERVICE_NAME = "automata-edge"
+# The gateway chart labels its pods `istio: <release name without istio->`.
+GATEWAY_RELEASE = "istio-ingressgateway"
+GATEWAY_SELECTOR = {"istio": "ingressgateway"}
+TRUST_DOMAIN = "cluster.local"
+
+
+def subset_name(track: Track, variant: str = "") -> str:
+    """DestinationRule subset of a track; a variant (e.g. "auth") is the same
+    pods under another load-balancing policy."""
+    if track not in TRACKS:
+        raise ValueError(f"track must be one of {TRACKS}, got {track!r}")
+    return f"{variant}-{track}" if variant else track
+
+
+def service_account_principal(namespace: str, service_account: str) -> str:
+    """The SPIFFE identity (without spiffe://) Istio's mTLS gives a workload."""
+    return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"

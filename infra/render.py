@@ -4,8 +4,9 @@
 
 Runs infra/__main__.py under Pulumi's mocks (infra/offline.py), so the files
 are what `pulumi up -s prod` would send: for review, `kubectl diff -f DIR`
-and GitOps.  Kubernetes objects become manifests; other resources (the local
-stack's Docker containers) are written with their Pulumi type and inputs.
+and GitOps.  Kubernetes objects (the mesh's Istio objects too) become
+manifests; other resources (Istio's Helm releases, the local stack's Docker
+containers) are written with their Pulumi type and inputs.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def write(stack: str, out: Path) -> list[Path]:
         path.write_text(yaml.safe_dump(obj, sort_keys=True))
         written.append(path)
     for record in records:
-        if record.custom and not record.type.startswith("kubernetes:"):
+        if record.custom and not offline.is_manifest(record):
             path = out / f"{record.type.split(':')[0]}-{record.kind.lower()}-{record.name}.yaml"
             path.write_text(yaml.safe_dump({"type": record.type, "name": record.name, "inputs": record.inputs},
                                            sort_keys=True))

@@ -4,7 +4,7 @@ Defaults live only in Pulumi.yaml (the CLI applies them; the offline runner in
 infra/offline.py does the same), so this module *requires* every key.  Each
 concern is a frozen dataclass whose `__post_init__` rejects bad values with
 a message naming the config key, so `pulumi up` fails before any resource is
-registered.  The mesh (issue 6) adds its own dataclass and loader here.
+registered.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 import pulumi
 
@@ -20,6 +21,8 @@ from infra import naming
 Platform = Literal["kubernetes", "docker"]
 PLATFORMS = ("kubernetes", "docker")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+# DISABLE is not offered: plain text inside the namespace is never wanted.
+MTLS_MODES = ("STRICT", "PERMISSIVE")
 
 
 class ConfigError(pulumi.RunError):
@@ -98,15 +101,21 @@ def _is_zero(value: int | str) -> bool:
 
 # --- one dataclass per concern -------------------------------------------------
 
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+
+
+def check_namespace(key: str, name: str) -> None:
+    if not re.fullmatch(_LABEL, name):
+        raise ConfigError(key, f"{name!r} is not a valid namespace name (RFC 1123 label)")
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
     namespace: str
-    sidecar_injection: bool
     service_type: str
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.namespace):
-            raise ConfigError("namespace", f"{self.namespace!r} is not a valid namespace name (RFC 1123 label)")
+        check_namespace("namespace", self.namespace)
         if self.service_type not in SERVICE_TYPES:
             raise ConfigError("serviceType", f"must be one of {', '.join(SERVICE_TYPES)}, got {self.service_type!r}")
 
@@ -116,6 +125,9 @@ class ImageSettings:
     stable: str
     canary: str | None  # None: no canary track
     canary_replicas: int
+
+    def tracks(self) -> tuple[naming.Track, ...]:
+        return ("stable", "canary") if self.canary else ("stable",)
 
     def __post_init__(self) -> None:
         check_image("image", self.stable)
@@ -250,6 +262,118 @@ class LocalSettings:
             check_image(key, ref)
 
 
+def check_https_url(key: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(key, f"{url!r} must be an https:// URL (tokens and keys are never fetched in clear text)")
+
+
+_HOST = re.compile(r"(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+# RFC 7230 token, lower case: Envoy matches header names in lower case.
+_HEADER = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+_COOKIE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+
+
+@dataclass(frozen=True)
+class CircuitBreakerSettings:
+    """DestinationRule connection pool and outlier detection (the mesh's circuit breaker)."""
+
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    consecutive_5xx: int
+    interval: int  # seconds between ejection sweeps
+    base_ejection_time: int  # seconds; grows with each ejection of the same host
+    max_ejection_percent: int
+
+    def __post_init__(self) -> None:
+        for key, value in (("meshMaxConnections", self.max_connections),
+                           ("meshMaxPendingRequests", self.max_pending_requests),
+                           ("meshMaxRequests", self.max_requests), ("outlierConsecutive5xxErrors", self.consecutive_5xx),
+                           ("outlierInterval", self.interval), ("outlierBaseEjectionTime", self.base_ejection_time)):
+            _at_least(key, value, 1)
+        _percent("outlierMaxEjectionPercent", self.max_ejection_percent)
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    issuer: str
+    jwks_uri: str
+    audiences: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        check_https_url("jwtIssuer", self.issuer)
+        check_https_url("jwtJwksUri", self.jwks_uri)
+        if not self.audiences or not all(a.strip() for a in self.audiences):
+            raise ConfigError("jwtAudiences", "must be a non-empty list of audience strings (a token for another service must not pass)")
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    collector_host: str
+    collector_port: int
+    sampling: float  # percent of requests traced
+
+    def __post_init__(self) -> None:
+        if not _HOST.fullmatch(self.collector_host) or self.collector_host.startswith("*"):
+            raise ConfigError("tracingCollector", f"{self.collector_host!r} is not a host name")
+        if not 1 <= self.collector_port <= 65535:
+            raise ConfigError("tracingCollector", f"port {self.collector_port} is not between 1 and 65535")
+        if not 0 <= self.sampling <= 100:
+            raise ConfigError("tracingSampling", f"must be between 0 and 100 (percent), got {self.sampling}")
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """The Istio mesh (docs/mesh.md): install, edge, routing, security, telemetry."""
+
+    enabled: bool  # the namespace joins the mesh and gets its objects
+    install: bool  # Helm-install Istio; false uses one already in the cluster
+    cni: bool  # Istio CNI: pods need no NET_ADMIN init container
+    hosts: tuple[str, ...]
+    tls_secret: str
+    gateway_namespace: str
+    gateway_min_replicas: int
+    gateway_max_replicas: int
+    canary_weight: int  # percent of traffic for the canary subset
+    ab_header: str
+    ab_cookie: str
+    retry_attempts: int
+    websocket_idle_timeout: int
+    circuit_breaker: CircuitBreakerSettings
+    mtls_mode: str
+    jwt: JwtSettings
+    monitoring_namespace: str
+    tracing: TracingSettings
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            raise ConfigError("meshHosts", "must name at least one host the gateway serves")
+        for host in self.hosts:
+            if not _HOST.fullmatch(host):
+                raise ConfigError("meshHosts", f"{host!r} is not a lower-case DNS name such as app.example.com or *.example.com")
+        if len(set(self.hosts)) != len(self.hosts):
+            raise ConfigError("meshHosts", "lists a host twice")
+        if not re.fullmatch(r"[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?", self.tls_secret):
+            raise ConfigError("meshTlsSecret", f"{self.tls_secret!r} is not a valid Secret name")
+        check_namespace("meshGatewayNamespace", self.gateway_namespace)
+        check_namespace("monitoringNamespace", self.monitoring_namespace)
+        _at_least("meshGatewayMinReplicas", self.gateway_min_replicas, 1)
+        if self.gateway_min_replicas > self.gateway_max_replicas:
+            raise ConfigError("meshGatewayMinReplicas", f"{self.gateway_min_replicas} is greater than "
+                                                        f"{key_name('meshGatewayMaxReplicas')} ({self.gateway_max_replicas})")
+        if not 0 <= self.canary_weight <= 100:
+            raise ConfigError("canaryWeight", f"must be between 0 and 100 (percent), got {self.canary_weight}")
+        if not _HEADER.fullmatch(self.ab_header):
+            raise ConfigError("abHeader", f"{self.ab_header!r} is not a lower-case HTTP header name")
+        if not _COOKIE.fullmatch(self.ab_cookie):
+            raise ConfigError("abCookie", f"{self.ab_cookie!r} is not a cookie name")
+        _at_least("meshRetryAttempts", self.retry_attempts, 0)
+        _at_least("websocketIdleTimeout", self.websocket_idle_timeout, 1)
+        if self.mtls_mode not in MTLS_MODES:
+            raise ConfigError("mtlsMode", f"must be one of {', '.join(MTLS_MODES)}, got {self.mtls_mode!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     platform: Platform
@@ -260,6 +384,7 @@ class Settings:
     rollout: RolloutSettings
     placement: PlacementSettings
     runtime: RuntimeSettings
+    mesh: MeshSettings
     local: LocalSettings
 
     def __post_init__(self) -> None:
@@ -314,7 +439,6 @@ def load(config: pulumi.Config | None = None) -> Settings:
         platform=config.require("platform"),
         cluster=ClusterSettings(
             namespace=config.require("namespace"),
-            sidecar_injection=config.require_bool("sidecarInjection"),
             service_type=config.require("serviceType"),
         ),
         images=ImageSettings(
@@ -350,6 +474,7 @@ def load(config: pulumi.Config | None = None) -> Settings:
             failure_threshold=config.require_int("circuitBreakerFailureThreshold"),
             recovery_timeout=config.require_int("circuitBreakerRecoveryTimeout"),
         ),
+        mesh=_mesh(config),
         local=LocalSettings(
             backends=config.require_int("localBackends"),
             nginx_image=config.require("localNginxImage"),
@@ -357,4 +482,63 @@ def load(config: pulumi.Config | None = None) -> Settings:
             prometheus_image=config.require("localPrometheusImage"),
             grafana_image=config.require("localGrafanaImage"),
         ),
+    )
+
+
+def _float(config: pulumi.Config, key: str) -> float:
+    # Pulumi project config has no number type; fractional values arrive as strings.
+    raw = config.require(key)
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(key, f"{raw!r} is not a number") from None
+
+
+def _string_list(config: pulumi.Config, key: str) -> tuple[str, ...]:
+    value = config.require_object(key)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(key, f"must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _collector(raw: str) -> tuple[str, int]:
+    host, _, port = raw.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("tracingCollector", f"{raw!r} must be HOST:PORT, e.g. jaeger-collector.observability.svc.cluster.local:4317")
+    return host, int(port)
+
+
+def _mesh(config: pulumi.Config) -> MeshSettings:
+    collector_host, collector_port = _collector(config.require("tracingCollector"))
+    return MeshSettings(
+        enabled=config.require_bool("mesh"),
+        install=config.require_bool("meshInstall"),
+        cni=config.require_bool("meshCni"),
+        hosts=_string_list(config, "meshHosts"),
+        tls_secret=config.require("meshTlsSecret"),
+        gateway_namespace=config.require("meshGatewayNamespace"),
+        gateway_min_replicas=config.require_int("meshGatewayMinReplicas"),
+        gateway_max_replicas=config.require_int("meshGatewayMaxReplicas"),
+        canary_weight=config.require_int("canaryWeight"),
+        ab_header=config.require("abHeader"),
+        ab_cookie=config.require("abCookie"),
+        retry_attempts=config.require_int("meshRetryAttempts"),
+        websocket_idle_timeout=config.require_int("websocketIdleTimeout"),
+        circuit_breaker=CircuitBreakerSettings(
+            max_connections=config.require_int("meshMaxConnections"),
+            max_pending_requests=config.require_int("meshMaxPendingRequests"),
+            max_requests=config.require_int("meshMaxRequests"),
+            consecutive_5xx=config.require_int("outlierConsecutive5xxErrors"),
+            interval=config.require_int("outlierInterval"),
+            base_ejection_time=config.require_int("outlierBaseEjectionTime"),
+            max_ejection_percent=config.require_int("outlierMaxEjectionPercent"),
+        ),
+        mtls_mode=config.require("mtlsMode"),
+        jwt=JwtSettings(
+            issuer=config.require("jwtIssuer"),
+            jwks_uri=config.require("jwtJwksUri"),
+            audiences=_string_list(config, "jwtAudiences"),
+        ),
+        monitoring_namespace=config.require("monitoringNamespace"),
+        tracing=TracingSettings(collector_host, collector_port, _float(config, "tracingSampling")),
     )

@@ -52,7 +52,7 @@ class WorkloadArgs:
         return self.workload.traffic_class
 
     def tracks(self) -> tuple[Track, ...]:
-        return ("stable", "canary") if self.images.canary else ("stable",)
+        return self.images.tracks()
 
     def image(self, track: Track) -> str:
         return self.images.canary if track == "canary" and self.images.canary else self.images.stable

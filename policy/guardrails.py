@@ -129,6 +129,73 @@ def deployments_have_pdb(args: StackValidationArgs, report_violation: ReportViol
             report_violation(f"Deployment {r.props.get('metadata', {}).get('name')!r} has no PodDisruptionBudget", r.urn)
 
 
+# --- the Istio mesh ------------------------------------------------------------
+
+def _istio_kind(resource_type: str) -> str | None:
+    """Kind of an Istio custom resource, any served version (v1, v1beta1, ...)."""
+    _, _, rest = resource_type.partition(":")
+    api_version, _, kind = rest.partition(":")
+    return kind if api_version.split("/")[0].endswith(".istio.io") else None
+
+
+def _name(props: Mapping[str, Any]) -> str | None:
+    return props.get("metadata", {}).get("name")
+
+
+def no_permissive_mtls(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """PERMISSIVE accepts plain text next to mTLS (for migrations); DISABLE is plain text."""
+    if _istio_kind(args.resource_type) != "PeerAuthentication":
+        return
+    spec = args.props.get("spec", {})
+    modes = [("namespace", (spec.get("mtls") or {}).get("mode"))]
+    modes += [(f"port {port}", (m or {}).get("mode")) for port, m in (spec.get("portLevelMtls") or {}).items()]
+    for where, mode in modes:
+        if mode == "DISABLE" or (mode == "PERMISSIVE" and not args.get_config().get("allowPermissiveMtls", False)):
+            report_violation(f"PeerAuthentication {_name(args.props)!r} sets {where} mTLS to {mode}; use STRICT "
+                             "(set allowPermissiveMtls in the policy config during a migration)", None)
+
+
+def destination_rule_has_outlier_detection(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Outlier detection is the mesh's circuit breaker: without it a failing pod keeps its share."""
+    if _istio_kind(args.resource_type) != "DestinationRule":
+        return
+    outlier = (args.props.get("spec", {}).get("trafficPolicy") or {}).get("outlierDetection") or {}
+    if not (outlier.get("consecutive5xxErrors") or outlier.get("consecutiveGatewayErrors")):
+        report_violation(f"DestinationRule {_name(args.props)!r} has no outlier detection "
+                         "(trafficPolicy.outlierDetection.consecutive5xxErrors)", None)
+
+
+def route_weights_sum_to_100(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if _istio_kind(args.resource_type) != "VirtualService":
+        return
+    for index, route in enumerate(args.props.get("spec", {}).get("http", []) or []):
+        destinations = route.get("route") or []
+        if len(destinations) < 2 and all("weight" not in d for d in destinations):
+            continue  # a lone destination without weight gets everything
+        total = sum(d.get("weight", 0) for d in destinations)
+        if total != 100:
+            report_violation(f"VirtualService {_name(args.props)!r} route {route.get('name', index)!r} "
+                             f"weights sum to {total}, not 100", None)
+
+
+def virtual_service_subsets_exist(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """A route to a subset no DestinationRule defines answers 503 (no healthy upstream)."""
+    defined = set()
+    for r in args.resources:
+        if _istio_kind(r.resource_type) == "DestinationRule":
+            spec = r.props.get("spec", {})
+            defined |= {(spec.get("host"), s.get("name")) for s in spec.get("subsets", []) or []}
+    for r in args.resources:
+        if _istio_kind(r.resource_type) != "VirtualService":
+            continue
+        for route in r.props.get("spec", {}).get("http", []) or []:
+            for d in route.get("route") or []:
+                target = d.get("destination", {})
+                if target.get("subset") and (target.get("host"), target["subset"]) not in defined:
+                    report_violation(f"VirtualService {_name(r.props)!r} routes to subset {target['subset']!r} of "
+                                     f"{target.get('host')!r}, which no DestinationRule defines", r.urn)
+
+
 def _resource_policy(name: str, description: str, validate, **kwargs) -> ResourceValidationPolicy:
     return ResourceValidationPolicy(name=name, description=description, validate=validate,
                                     enforcement_level=EnforcementLevel.MANDATORY, **kwargs)
@@ -148,6 +215,18 @@ POLICIES = [
         no_load_balancer,
         config_schema=PolicyConfigSchema(properties={"allowLoadBalancer": {"type": "boolean", "default": False}}),
     ),
+    _resource_policy(
+        "no-permissive-mtls", "PeerAuthentication is STRICT: no DISABLE, no PERMISSIVE unless allowPermissiveMtls is set.",
+        no_permissive_mtls,
+        config_schema=PolicyConfigSchema(properties={"allowPermissiveMtls": {"type": "boolean", "default": False}}),
+    ),
+    _resource_policy("destination-rule-has-outlier-detection", "Every DestinationRule ejects failing pods (circuit breaker).",
+                     destination_rule_has_outlier_detection),
+    _resource_policy("route-weights-sum-to-100", "Weighted VirtualService routes split exactly 100 percent.",
+                     route_weights_sum_to_100),
     StackValidationPolicy(name="deployment-has-pdb", description="Every Deployment is covered by a PodDisruptionBudget.",
                           validate=deployments_have_pdb, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(name="virtual-service-subsets-exist",
+                          description="Every subset a VirtualService routes to is defined by a DestinationRule.",
+                          validate=virtual_service_subsets_exist, enforcement_level=EnforcementLevel.MANDATORY),
 ]

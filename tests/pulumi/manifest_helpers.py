@@ -3,7 +3,7 @@ between test folders, so tests import from here)."""
 
 from __future__ import annotations
 
-from infra.offline import Record
+from infra.offline import Record, is_manifest
 
 K8S_STACKS = ["dev", "staging", "prod"]
 
@@ -11,7 +11,7 @@ K8S_STACKS = ["dev", "staging", "prod"]
 def objects(records: list[Record], kind: str) -> dict[str, dict]:
     """Kubernetes objects of one kind, by metadata.name."""
     return {r.inputs["metadata"]["name"]: r.inputs for r in records
-            if r.type.startswith("kubernetes:") and r.inputs["kind"] == kind}
+            if is_manifest(r) and r.inputs["kind"] == kind}
 
 
 def container(deployment: dict) -> dict:

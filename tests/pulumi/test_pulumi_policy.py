@@ -13,7 +13,10 @@ from infra import offline
 from policy import guardrails
 
 RESOURCE_RULES = [guardrails.deployment_has_probes, guardrails.deployment_has_resources, guardrails.no_latest_images,
-                  guardrails.no_privileged_containers, guardrails.hpa_bounds, guardrails.no_load_balancer]
+                  guardrails.no_privileged_containers, guardrails.hpa_bounds, guardrails.no_load_balancer,
+                  guardrails.no_permissive_mtls, guardrails.destination_rule_has_outlier_detection,
+                  guardrails.route_weights_sum_to_100]
+STACK_RULES = [guardrails.deployments_have_pdb, guardrails.virtual_service_subsets_exist]
 
 
 def violations(rule, record: offline.Record, config: dict | None = None) -> list[str]:
@@ -23,10 +26,11 @@ def violations(rule, record: offline.Record, config: dict | None = None) -> list
     return found
 
 
-def stack_violations(records: list[offline.Record]) -> list[str]:
+def stack_violations(records: list[offline.Record], rules=tuple(STACK_RULES)) -> list[str]:
     found: list[str] = []
     resources = [PolicyResource(r.type, r.inputs, r.urn, r.name, None, None, None, [], {}) for r in records if r.custom]
-    guardrails.deployments_have_pdb(StackValidationArgs(resources), lambda message, urn=None: found.append(message))
+    for rule in rules:
+        rule(StackValidationArgs(resources), lambda message, urn=None: found.append(message))
     return found
 
 
@@ -36,8 +40,8 @@ def edited(record: offline.Record, change) -> offline.Record:
     return offline.Record(record.type, record.name, record.urn, record.custom, inputs)
 
 
-def first(records, kind):
-    return next(r for r in records if r.custom and r.kind == kind)
+def first(records, kind, name=None):
+    return next(r for r in records if r.custom and r.kind == kind and name in (None, r.name))
 
 
 def pod_container(inputs):
@@ -100,3 +104,48 @@ def test_deployment_without_pdb_is_rejected(records):
         "Deployment 'automata-api' has no PodDisruptionBudget",
         "Deployment 'automata-api-canary' has no PodDisruptionBudget",
     ]
+
+
+def test_policy_pack_lists_every_rule_the_tests_exercise():
+    names = {p.name for p in guardrails.POLICIES}
+    assert len(names) == len(RESOURCE_RULES) + len(STACK_RULES)
+
+
+@pytest.mark.parametrize("mode", ["PERMISSIVE", "DISABLE"])
+def test_non_strict_mtls_is_rejected(mode):
+    peer = first(offline.run("prod", {"mtlsMode": "PERMISSIVE"}), "PeerAuthentication")
+    peer = edited(peer, lambda i: i["spec"]["mtls"].update(mode=mode))
+    assert violations(guardrails.no_permissive_mtls, peer) == [
+        f"PeerAuthentication 'default' sets namespace mTLS to {mode}; use STRICT "
+        "(set allowPermissiveMtls in the policy config during a migration)"]
+
+
+def test_permissive_mtls_passes_only_when_allowed_and_disable_never(records):
+    peer = first(offline.run("prod", {"mtlsMode": "PERMISSIVE"}), "PeerAuthentication")
+    assert violations(guardrails.no_permissive_mtls, peer, {"allowPermissiveMtls": True}) == []
+    port_disabled = edited(first(records("prod"), "PeerAuthentication"),
+                           lambda i: i["spec"].update(portLevelMtls={"8000": {"mode": "DISABLE"}}))
+    assert len(violations(guardrails.no_permissive_mtls, port_disabled, {"allowPermissiveMtls": True})) == 1
+
+
+def test_destination_rule_without_outlier_detection_is_rejected(records):
+    bad = edited(first(records("prod"), "DestinationRule"), lambda i: i["spec"]["trafficPolicy"].pop("outlierDetection"))
+    assert violations(guardrails.destination_rule_has_outlier_detection, bad) == [
+        "DestinationRule 'automata-api' has no outlier detection (trafficPolicy.outlierDetection.consecutive5xxErrors)"]
+
+
+def test_route_weights_not_summing_to_100_are_rejected(records):
+    bad = edited(first(records("prod"), "VirtualService"), lambda i: i["spec"]["http"][1]["route"][1].update(weight=20))
+    assert violations(guardrails.route_weights_sum_to_100, bad) == [
+        "VirtualService 'automata-edge' route 'api' weights sum to 110, not 100"]
+
+
+def test_route_to_an_undefined_subset_is_rejected(records):
+    recs = records("prod")
+    without_canary = [edited(r, lambda i: i["spec"].update(subsets=[s for s in i["spec"]["subsets"]
+                                                                     if s["name"] != "canary"]))
+                      if r.name == "mesh-ai-dr" else r for r in recs]
+    found = stack_violations(without_canary, [guardrails.virtual_service_subsets_exist])
+    # The A/B route and the weighted split of /ai both name it.
+    assert found == ["VirtualService 'automata-edge' routes to subset 'canary' of "
+                     "'automata-ai.automata.svc.cluster.local', which no DestinationRule defines"] * 2
