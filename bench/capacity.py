@@ -23,12 +23,15 @@ FIRST_SOURCE = ipaddress.IPv4Address("127.1.0.1")
 # Connections being opened (or requests in flight) at once: a burst of
 # thousands would only measure the listen backlog, not what is held.
 IN_FLIGHT = 256
-OP_TIMEOUT_S = 10.0
+# Well under HAProxy's and NGINX's keep-alive timeouts (10 s, 65 s): a stalled
+# first round must not make the idle timeout close what was already held.
+OP_TIMEOUT_S = 5.0
 
 
 @dataclass
 class CapacityResult:
     target: int
+    answered: int = 0  # connections whose first request got a 200
     held: int = 0  # connections that answered both requests with 200
     seconds: float = 0.0
     errors: Counter = field(default_factory=Counter)
@@ -48,7 +51,7 @@ def raise_nofile(needed: int) -> None:
                          f"nofile hard limit {hard} allows")
 
 
-def hold(port: int, n: int, path: str = "/", host: str = "bench.local", total_timeout_s: float = 120.0) -> CapacityResult:
+def hold(port: int, n: int, path: str = "/", host: str = "bench.local", total_timeout_s: float = 60.0) -> CapacityResult:
     """Open n keep-alive connections to 127.0.0.1:port, hold them all, use each twice."""
     raise_nofile(n + 64)  # + the interpreter's own files
     return asyncio.run(_hold(port, n, f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode(), total_timeout_s))
@@ -68,12 +71,15 @@ async def _hold(port: int, n: int, request: bytes, total_timeout_s: float) -> Ca
             except (OSError, asyncio.TimeoutError) as exc:
                 result.errors[f"connect: {_reason(exc)}"] += 1
                 return
-            if not await _exchange(conns[i], request, result.errors):
+            if await _exchange(conns[i], request, result.errors, "first request"):
+                result.answered += 1
+            else:
+                conns[i][1].close()
                 conns[i] = None
 
     async def second(i: int) -> None:
         async with gate:
-            if await _exchange(conns[i], request, result.errors):
+            if await _exchange(conns[i], request, result.errors, "second request"):
                 result.held += 1
 
     start = time.monotonic()
@@ -92,20 +98,20 @@ async def _hold(port: int, n: int, request: bytes, total_timeout_s: float) -> Ca
     return result
 
 
-async def _exchange(conn, request: bytes, errors: Counter) -> bool:
+async def _exchange(conn, request: bytes, errors: Counter, which: str) -> bool:
     """Send one request and read the whole response; True if it was a 200."""
     reader, writer = conn
     try:
         writer.write(request)
         status, closing = await asyncio.wait_for(_read_response(reader), OP_TIMEOUT_S)
     except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
-        errors[f"request: {_reason(exc)}"] += 1
+        errors[f"{which}: {_reason(exc)}"] += 1
         return False
     if status != 200:
-        errors[f"status {status}"] += 1
+        errors[f"{which}: status {status}"] += 1
         return False
     if closing:
-        errors["server asked to close the connection"] += 1
+        errors[f"{which}: answered with Connection: close"] += 1
         return False
     return True
 
@@ -129,6 +135,10 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "closed by the server"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {OP_TIMEOUT_S:.0f}s"
     if isinstance(exc, OSError) and exc.errno is not None:
         return errno.errorcode.get(exc.errno, str(exc.errno))
     return type(exc).__name__

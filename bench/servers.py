@@ -126,8 +126,10 @@ class Server:
         return cpu_ticks(self.pids())
 
     def stop(self) -> None:
+        """Stop the whole process tree; raise if any of it survives."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        tree = self.pids()
         # SIGTERM is the fast shutdown for both NGINX and HAProxy; the whole
         # group gets it so no worker is orphaned if the master dies first.
         _signal_group(self.proc.pid, signal.SIGTERM)
@@ -136,8 +138,20 @@ class Server:
         except subprocess.TimeoutExpired:
             _signal_group(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
-        # Workers may outlive the master by a moment; a killed group is empty.
-        _signal_group(self.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while (alive := [pid for pid in tree if _alive(pid)]) and time.monotonic() < deadline:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+            time.sleep(0.05)
+        if alive:
+            raise RuntimeError(f"{self.name}: processes {alive} survived SIGKILL")
+
+
+def _alive(pid: int) -> bool:
+    """True unless the process is gone or a zombie waiting to be reaped."""
+    try:
+        return _stat(pid)[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -22,21 +22,24 @@ class Target:
     family: str  # "nginx" or "haproxy", for --only
     port: int
     note: str
-    # Writes the runnable config into the run's temp dir, returns its path.
-    write_config: Callable[[Path], Path]
+    # Writes the runnable config into the run's temp dir, returns its path;
+    # the dict holds role variables from --set (ignored by the file configs).
+    write_config: Callable[[Path, dict], Path]
     # Whether the capacity test runs against it (the configs we ship).
     capacity: bool = False
+    # The path requested; "ours" may route some paths through stricter limits.
+    path: str = "/"
 
     def argv(self, conf: Path) -> list[str]:
         return nginx_argv(conf) if self.family == "nginx" else haproxy_argv(conf)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
 
 def _from_file(template: str, name: str, port: int) -> Callable[[Path], Path]:
-    def write(workdir: Path) -> Path:
+    def write(workdir: Path, _overrides: dict) -> Path:
         dest = workdir / name
         dest.mkdir()
         return fill_template(template, dest / template, port=port, backend_port=BACKEND_PORT)
@@ -52,13 +55,15 @@ TARGETS = [
            _from_file("nginx-minimal.conf", "nginx-minimal", 18011)),
     Target("nginx-ours", "nginx", 18012,
            "roles/nginx_lb rendered by the role; " + render.NGINX_NOTE,
-           lambda workdir: render.nginx(workdir / "nginx-ours", 18012, BACKEND_PORT),
-           capacity=True),
+           lambda workdir, overrides: render.nginx(workdir / "nginx-ours", 18012, BACKEND_PORT,
+                                                   status_port=18019, overrides=overrides),
+           capacity=True, path="/api/"),
     Target("haproxy-minimal", "haproxy", 18020,
            "Debian defaults, one frontend/backend, no logs",
            _from_file("haproxy-minimal.cfg", "haproxy-minimal", 18020)),
     Target("haproxy-ours", "haproxy", 18021,
            "roles/haproxy_lb rendered by the role; " + render.HAPROXY_NOTE,
-           lambda workdir: render.haproxy(workdir / "haproxy-ours", 18021, BACKEND_PORT),
-           capacity=True),
+           lambda workdir, overrides: render.haproxy(workdir / "haproxy-ours", 18021, BACKEND_PORT,
+                                                     stats_port=18029, overrides=overrides),
+           capacity=True, path="/api/"),
 ]

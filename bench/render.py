@@ -1,0 +1,118 @@
+"""Render the "ours" configs with the roles themselves.
+
+bench/render.yml includes a role's tasks/config.yml on localhost with the
+variables below: everything the role writes lands in a scratch directory,
+pools point at the static backend, TLS is off, and the service is not
+touched.  What differs from production is listed in each NOTE, printed
+under the table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PLAYBOOK = Path(__file__).parent / "render.yml"
+# Request-rate limits stay in the request path (same lookups and counters)
+# but with a threshold wrk never reaches: one client IP sends ~50,000 r/s.
+# NGINX also needs the burst raised: limit_req refills per millisecond, so
+# more than `burst` requests from one IP within the same millisecond are
+# refused whatever the rate.
+UNREACHABLE_RATE = 100_000_000
+
+HAPROXY_NOTE = (f"path /api/ (rate-limited class), per-IP request limits raised to {UNREACHABLE_RATE:,}/period; "
+                "connection limits, checks, stick tables, canary/A-B rules, logs (to a file) as the role sets them")
+NGINX_NOTE = (f"TLS off, path /api/ (rate-limited route), per-IP request limits raised to {UNREACHABLE_RATE:,} r/s and burst; "
+              "per-IP connection limit, security headers, request IDs, JSON access log as the role sets them")
+
+
+def _role_default(role: str, name: str):
+    """A role default read from its defaults/main.yml (plain values only)."""
+    return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())[name]
+
+
+def _own(role: str, overrides: dict | None) -> dict:
+    """The --set overrides meant for this role (its variables carry its name)."""
+    return {k: v for k, v in (overrides or {}).items() if k.startswith(f"{role}_")}
+
+
+def _render(role: str, dest: Path, variables: dict) -> None:
+    if not (ROOT / "roles" / role / "tasks" / "config.yml").exists():
+        raise RuntimeError(f"roles/{role}/tasks/config.yml does not exist")
+    dest.mkdir(parents=True)
+    vars_file = dest / "bench-vars.json"
+    vars_file.write_text(json.dumps(variables | {"bench_role": role}))
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(PLAYBOOK),
+            "-e", f"@{vars_file}", "-e", f"ansible_python_interpreter={sys.executable}"]
+    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if run.returncode != 0:
+        raise RuntimeError(f"rendering roles/{role} failed:\n{run.stdout[-3000:]}{run.stderr[-1000:]}")
+
+
+def haproxy(dest: Path, port: int, backend_port: int, stats_port: int, overrides: dict | None = None) -> Path:
+    """Render roles/haproxy_lb for the benchmark; return the haproxy.cfg path."""
+    static = [{"name": "static", "address": "127.0.0.1", "port": backend_port}]
+    _render("haproxy_lb", dest, {
+        "haproxy_lb_service_managed": False,
+        "haproxy_lb_config_dir": str(dest),
+        "haproxy_lb_chroot": "",
+        "haproxy_lb_admin_socket": str(dest / "admin.sock"),
+        # HAProxy logs only to syslog targets; stdout is one, and the bench
+        # sends the server's stdout to a file, as NGINX's access log goes.
+        "haproxy_lb_log_target": "stdout",
+        # The machine's cap, as the lab sets it via kernel_tuning_nofile.
+        "haproxy_lb_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "haproxy_lb_binds": [{"address": "127.0.0.1", "port": port, "tls": False}],
+        "haproxy_lb_stats_bind_address": "127.0.0.1",
+        "haproxy_lb_stats_port": stats_port,
+        # Throwaway: the stats page lives as long as this run.
+        "haproxy_lb_stats_password": secrets.token_urlsafe(18),
+        "haproxy_lb_stable_servers": static,
+        "haproxy_lb_canary_servers": static,
+        "haproxy_lb_rate_limits": [limit | {"rate": UNREACHABLE_RATE}
+                                   for limit in _role_default("haproxy_lb", "haproxy_lb_rate_limits")],
+    } | _own("haproxy_lb", overrides))
+    return dest / "haproxy.cfg"
+
+
+def nginx(dest: Path, port: int, backend_port: int, status_port: int, overrides: dict | None = None) -> Path:
+    """Render roles/nginx_lb for the benchmark; return the nginx.conf path."""
+    _render("nginx_lb", dest, {
+        "nginx_lb_manage_service": False,
+        "nginx_lb_conf_dir": str(dest),
+        "nginx_lb_pid_file": str(dest / "nginx.pid"),
+        "nginx_lb_log_dir": str(dest / "logs"),
+        # The issue's CPU figure is for the proxy alone, without TLS.
+        "nginx_lb_tls_enabled": False,
+        "nginx_lb_http_port": port,
+        "nginx_lb_status_port": status_port,
+        # The machine's cap, as the lab sets it via kernel_tuning_nofile.
+        "nginx_lb_worker_rlimit_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        "nginx_lb_servers": [{"name": "static", "address": "127.0.0.1", "port": backend_port}],
+        "nginx_lb_rate_limits": [limit | {"rate": UNREACHABLE_RATE, "burst": UNREACHABLE_RATE}
+                                 for limit in _role_default("nginx_lb", "nginx_lb_rate_limits")],
+    } | _own("nginx_lb", overrides))
+    _listen_on_loopback(dest / "conf.d" / "servers.conf", port)
+    return dest / "nginx.conf"
+
+
+def _listen_on_loopback(servers_conf: Path, port: int) -> None:
+    """Bind the rendered public listener to 127.0.0.1 only.
+
+    roles/nginx_lb has no listen-address variable (it listens on every
+    address, as an edge node should); the benchmark must not open a port on
+    this machine's other interfaces.  The address does not change what a
+    request costs.  Remove this once the role takes an address.
+    """
+    text, count = re.subn(rf"(\blisten\s+){port}\b", rf"\g<1>127.0.0.1:{port}", servers_conf.read_text())
+    if count != 1:
+        raise RuntimeError(f"{servers_conf}: expected one `listen {port}`, found {count}")
+    servers_conf.write_text(text)

@@ -1,0 +1,69 @@
+"""Smoke test of the benchmark harness (bench/, docs/benchmarks.md).
+
+Not a benchmark: no timing is asserted.  It runs the harness's pieces on a
+tiny scale so a broken benchmark shows up in CI instead of on the day
+someone needs the numbers.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from bench import capacity
+from bench.load import LoadSettings
+from bench.run import measure, probe
+from bench.servers import Server, fill_template, nginx_argv
+
+pytestmark = pytest.mark.skipif(not (shutil.which("nginx") and shutil.which("wrk")),
+                                reason="needs the nginx and wrk binaries (Debian packages nginx, wrk)")
+
+# Not the benchmark's own ports, so this can run while a benchmark does.
+PORT = 18101
+
+
+@pytest.fixture()
+def backend(tmp_path):
+    conf = fill_template("backend.conf", tmp_path / "backend.conf", port=PORT)
+    with Server("backend", nginx_argv(conf), PORT, tmp_path) as server:
+        yield server
+
+
+def test_a_short_run_counts_requests_and_the_servers_cpu_time(backend):
+    probe(PORT)
+    [sample] = measure(f"http://127.0.0.1:{PORT}/", LoadSettings(threads=1, connections=4, duration_s=1),
+                       repeats=1, warmup_s=1, backend=backend, lb=None, cpus=None)
+    assert sample.requests > 1000
+    assert sum(sample.errors.values()) == 0
+    # Thousands of requests cost the backend at least one 10 ms tick.
+    assert sample.backend_ticks > 0
+    assert sample.backend_us_per_req > 0
+
+
+def test_the_capacity_client_holds_and_reuses_its_connections(backend):
+    result = capacity.hold(PORT, 50)
+    assert result.ok, result.errors
+    assert result.held == 50
+
+
+def test_stopping_a_server_leaves_none_of_its_processes(tmp_path):
+    conf = fill_template("backend.conf", tmp_path / "backend.conf", port=PORT)
+    with Server("backend", nginx_argv(conf), PORT, tmp_path) as server:
+        tree = server.pids()
+    assert len(tree) >= 2, "an nginx master and at least one worker"
+    alive = [pid for pid in tree if _running(pid)]
+    assert alive == []
+
+
+def test_a_config_with_an_unfilled_placeholder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="@BACKEND_PORT@"):
+        fill_template("nginx-stock.conf", tmp_path / "x.conf", port=PORT)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
