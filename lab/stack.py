@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
@@ -24,6 +25,7 @@ PKI = STATE / "pki"
 SECRETS = STATE / "secrets"
 STATS_USER = "admin"
 LABEL = f"{topology.PREFIX}=1"
+SPEC_LABEL = f"{topology.PREFIX}.spec"
 
 # Host-global keys a privileged container could change.  `up` records them
 # once, and tests/lab/test_lab.py proves a lab run leaves them as they were.
@@ -82,50 +84,55 @@ def _ensure_network() -> None:
                "--gateway", topology.GATEWAY, topology.NETWORK)
 
 
-def _running_with(name: str, image: str) -> bool:
-    """True when the container runs the wanted image; stale ones are removed."""
-    if not exists("container", name):
-        return False
-    info = inspect(name)
-    if info["ImageName"] == image and info["State"]["Running"]:
-        return True
-    if info["ImageName"] == image:
-        podman("start", name)
-        return True
-    podman("rm", "-f", "-t", "5", name)
-    return False
+def _spec_label(args: tuple[str, ...]) -> str:
+    return f"{SPEC_LABEL}={hashlib.sha256(' '.join(args).encode()).hexdigest()[:12]}"
+
+
+def _ensure_container(name: str, args: tuple[str, ...]) -> None:
+    """Run `podman run -d --name NAME ARGS` unless an identical container exists.
+
+    The run arguments (image, ports, addresses) are hashed into a label, so a
+    change in topology.py or a rebuilt image replaces the container, and an
+    unchanged one is only started if it was stopped.
+    """
+    label = _spec_label(args)
+    if exists("container", name):
+        info = inspect(name)
+        if info["Config"]["Labels"].get(SPEC_LABEL) == label.split("=", 1)[1]:
+            if not info["State"]["Running"]:
+                podman("start", name)
+            return
+        podman("rm", "-f", "-t", "5", name)
+    podman("run", "-d", "--name", name, "--label", LABEL, "--label", label, *args)
 
 
 def _ensure_edge(edge: topology.Edge, image: str) -> None:
-    name = topology.container_name(edge.name)
-    if _running_with(name, image):
-        return
     ports = [f"-p=127.0.0.1:{outer}:{inner}" for outer, inner in edge.ports.values()]
     # Not --privileged: that makes /proc/sys writable, and systemd as PID 1
     # then raises the host's fs.file-max at boot. CAP_SYS_ADMIN is enough for
     # the mount namespacing of HAProxy's unit; /proc/sys/net is made writable
     # inside the node (images/node/files/lab-proc-sys-net.service).
-    podman("run", "-d", "--name", name, "--hostname", edge.name, "--label", LABEL,
-           "--network", topology.NETWORK, "--ip", edge.address, "--systemd=always",
-           "--cap-add", "SYS_ADMIN", *ports,
-           "-v", f"{SSH_KEY}.pub:/root/.ssh/authorized_keys:ro",
-           image, "/sbin/init")
+    _ensure_container(topology.container_name(edge.name), (
+        "--hostname", edge.name, "--network", topology.NETWORK, "--ip", edge.address,
+        "--mac-address", topology.mac_address(edge.address),
+        "--systemd=always", "--cap-add", "SYS_ADMIN", *ports,
+        "-v", f"{SSH_KEY}.pub:/root/.ssh/authorized_keys:ro",
+        image, "/sbin/init"))
 
 
 def _ensure_backend(backend: topology.Backend, image: str) -> None:
-    name = topology.container_name(backend.name)
-    if _running_with(name, image):
-        return
     # The stop timeout exceeds the backend's grace period so SIGTERM drains
     # in-flight requests and WebSockets before podman falls back to SIGKILL.
-    podman("run", "-d", "--name", name, "--hostname", backend.name, "--label", LABEL,
-           "--network", topology.NETWORK, "--ip", backend.address, "--stop-timeout", "40",
-           f"-p=127.0.0.1:{backend.app_port}:{topology.BACKEND_APP_PORT}",
-           f"-p=127.0.0.1:{backend.admin_port}:{topology.BACKEND_ADMIN_PORT}",
-           image, "--instance", backend.name, "--version", backend.version,
-           "--host", "0.0.0.0", "--port", str(topology.BACKEND_APP_PORT),
-           "--admin-host", "0.0.0.0", "--admin-port", str(topology.BACKEND_ADMIN_PORT),
-           "--grace-period", "30")
+    _ensure_container(topology.container_name(backend.name), (
+        "--hostname", backend.name, "--network", topology.NETWORK, "--ip", backend.address,
+        "--mac-address", topology.mac_address(backend.address),
+        "--stop-timeout", "40",
+        f"-p=127.0.0.1:{backend.app_port}:{topology.BACKEND_APP_PORT}",
+        f"-p=127.0.0.1:{backend.admin_port}:{topology.BACKEND_ADMIN_PORT}",
+        image, "--instance", backend.name, "--version", backend.version,
+        "--host", "0.0.0.0", "--port", str(topology.BACKEND_APP_PORT),
+        "--admin-host", "0.0.0.0", "--admin-port", str(topology.BACKEND_ADMIN_PORT),
+        "--grace-period", "30"))
 
 
 def _wait_for(address: str, port: int, what: str, timeout: float = 60) -> None:
@@ -141,7 +148,7 @@ def _wait_for(address: str, port: int, what: str, timeout: float = 60) -> None:
 
 def describe() -> dict:
     def edge_entry(e: topology.Edge) -> dict:
-        scheme = {"nginx_https": "https"}
+        scheme = {"nginx_https": "https", "haproxy_https": "https"}
         return {
             "name": e.name, "container": topology.container_name(e.name), "address": e.address,
             "ssh": {"user": "root", "port": 22, "key": str(SSH_KEY)},

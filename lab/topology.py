@@ -23,6 +23,7 @@ EDGE_PORTS = {  # name: (published base, port inside the node)
     "nginx_http": (8080, 80),
     "nginx_https": (8443, 443),
     "haproxy_http": (8000, 8000),
+    "haproxy_https": (9443, 9443),
     "haproxy_stats": (8404, 8404),
 }
 BACKEND_APP_PORT = 8000
@@ -70,6 +71,12 @@ BACKENDS = [
     Backend("backend-3", "10.77.7.23", 3),
     Backend("canary-1", "10.77.7.31", 4, version="canary"),
 ]
+
+
+def mac_address(address: str) -> str:
+    """A fixed MAC per lab address: a restarted container keeps its MAC, so
+    peers' ARP caches stay valid instead of black-holing it for ~30 s."""
+    return "02:4c:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
 
 
 def container_name(node: str) -> str:

@@ -1,0 +1,155 @@
+"""Helpers for the HAProxy lab tests: the runtime API, server states, traffic.
+
+The runtime API is a UNIX socket on the node (local only by design), so the
+tests reach it over the same SSH connection Ansible uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import testinfra
+from websockets.sync.client import connect as ws_connect
+
+from labkit import INVENTORY
+
+ADMIN_SOCKET = "/run/haproxy/admin.sock"
+CONFIG = "/etc/haproxy/haproxy.cfg"
+
+
+def node(name: str):
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+def runtime(host, *commands: str) -> str:
+    """Send commands to the runtime API (one connection, ';'-separated)."""
+    line = "; ".join(commands)
+    result = host.run(f"echo {json.dumps(line)} | socat -t 5 stdio UNIX-CONNECT:{ADMIN_SOCKET}")
+    assert result.rc == 0, result.stderr
+    return result.stdout
+
+
+@dataclass(frozen=True)
+class ServerState:
+    status: str        # UP, DOWN, MAINT, DRAIN, "UP 1/2" while rising...
+    check_status: str  # L7OK, L7STS, HANA (circuit breaker) ...
+    weight: int        # effective weight (slowstart ramps it up)
+
+
+def server_states(host, backend: str) -> dict[str, ServerState]:
+    rows = csv.DictReader(io.StringIO(runtime(host, "show stat").lstrip("# ")))
+    return {r["svname"]: ServerState(r["status"], r["check_status"].lstrip("* "), int(r["weight"] or 0))
+            for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2) -> float:
+    """Poll until predicate() is truthy; return the seconds it took (bounded)."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout:.1f}s")
+        time.sleep(interval)
+
+
+def _seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(us|ms|s|m|h|d)?", value).groups()
+    return int(number) * {"us": 1e-6, "ms": 1e-3, None: 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    inter: float
+    fall: int
+    rise: int
+    error_limit: int
+    slowstart: float
+
+
+def health_settings(host) -> HealthSettings:
+    """What the running configuration says, so the bounds follow the inventory."""
+    line = next(line for line in host.file(CONFIG).content_string.splitlines()
+                if line.strip().startswith("default-server"))
+    words = line.split()
+    opt = {words[i]: words[i + 1] for i in range(1, len(words) - 1)}
+    return HealthSettings(_seconds(opt["inter"]), int(opt["fall"]), int(opt["rise"]),
+                          int(opt["error-limit"]), _seconds(opt["slowstart"]))
+
+
+def wait_until_settled(host, backends: list[str], timeout: float = 60) -> None:
+    """Every server UP at its full configured weight (slowstart finished), so
+    a test that counts instances is not skewed by an earlier test."""
+    def settled() -> bool:
+        for backend in backends:
+            states = server_states(host, backend)
+            if not states or any(s.status != "UP" or s.weight != max(x.weight for x in states.values())
+                                 for s in states.values()):
+                return False
+        return True
+    wait_for(settled, timeout, interval=1)
+
+
+def instances(client: httpx.Client, path: str, count: int, **kwargs) -> list[str]:
+    out = []
+    for _ in range(count):
+        response = client.get(path, **kwargs)
+        out.append(response.headers["x-backend-instance"])
+    return out
+
+
+def stats_password(lab: dict) -> str:
+    return Path(lab["credentials"]["haproxy_stats_password_file"]).read_text().strip()
+
+
+class WebSocketSession:
+    """An open WebSocket through HAProxy that remembers which instance took it."""
+
+    def __init__(self, url: str) -> None:
+        self.ws = ws_connect(url, open_timeout=5, close_timeout=2, legacy=True)
+        hello = json.loads(self.ws.recv(timeout=5))
+        assert hello["type"] == "hello", hello
+        self.instance = hello["instance"]
+
+    def echo(self, text: str) -> str:
+        self.ws.send(text)
+        reply = json.loads(self.ws.recv(timeout=5))
+        assert reply == {"type": "echo", "instance": self.instance, "data": text}, reply
+        return reply["instance"]
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+# The HAProxy part of playbooks/edge.yml (its validation play and the role),
+# for the tests that converge edge-1 again and again with other variables:
+# the kernel and NGINX plays would triple their run time and change nothing.
+# playbooks/edge.yml as a whole is exercised by test_playbook.py.
+HAPROXY_PLAYBOOK = """\
+- name: Validate the HAProxy variables
+  hosts: edge
+  gather_facts: false
+  any_errors_fatal: true
+  tasks:
+    - name: Validate the HAProxy variables
+      ansible.builtin.include_role: {name: haproxy_lb, tasks_from: validate}
+
+- name: Lay down the HAProxy edge load balancer
+  hosts: edge
+  roles:
+    - haproxy_lb
+"""
+
+
+def haproxy_playbook(directory: Path) -> Path:
+    path = directory / "haproxy.yml"
+    path.write_text(HAPROXY_PLAYBOOK)
+    return path

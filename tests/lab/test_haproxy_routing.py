@@ -1,0 +1,107 @@
+"""HAProxy routing on the lab: each backend's algorithm, seen from the
+X-Backend-Instance header, plus canary share and A/B routing.
+
+Every request comes from the test machine, which HAProxy sees as the lab
+network's gateway (one client address): paths without a rate limit
+(`/health` goes to the default `api` backend) carry the bulk traffic.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from haproxy_lab import WebSocketSession, instances, node, wait_until_settled
+
+BACKENDS = ["api", "auth", "websocket", "ai", "canary", "variant"]
+CANARY_PERCENT = 10  # role default (haproxy_lb_canary_percent)
+# 3000 draws at p=0.10: sd = 0.55 points, so +-3 points is more than 5 sd.
+CANARY_REQUESTS = 3000
+CANARY_TOLERANCE = 3.0
+
+
+@pytest.fixture(scope="module")
+def settled(lab):
+    """Earlier tests may have marked servers down; slowstart ramps them back."""
+    wait_until_settled(node("edge-1"), BACKENDS)
+
+
+@pytest.fixture
+def client(edge, settled):
+    with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=10) as c:
+        yield c
+
+
+def test_round_robin_cycles_over_the_stable_instances(client, stable_backends):
+    names = sorted(b["name"] for b in stable_backends)
+    seen = [i for i in instances(client, "/health", 60) if i in names]  # the canary share aside
+    assert len(seen) >= 40
+    # Strict rotation: any window of len(names) consecutive answers holds each
+    # instance exactly once.
+    for start in range(len(seen) - len(names) + 1):
+        assert sorted(seen[start:start + len(names)]) == names, seen
+
+
+def test_least_connections_avoids_the_busy_instance(client):
+    # A slow auth request keeps one instance busy; while it runs, leastconn
+    # sends every new auth request to the two idle ones (round robin would
+    # send every third to the busy one).
+    busy: dict[str, str] = {}
+
+    def slow() -> None:
+        busy["instance"] = client.get("/auth/slow", params={"delay": 3}).headers["x-backend-instance"]
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    try:
+        time.sleep(0.5)  # the slow request is on its server
+        # The auth class allows 5 requests/s: 4 more stay under the limit.
+        quick = instances(client, "/auth/quick", 4)
+    finally:
+        worker.join(timeout=10)
+    assert busy["instance"] not in quick, (busy, quick)
+    assert len(set(quick)) == 2, quick
+
+
+def test_websockets_of_one_client_stay_on_one_instance(edge, settled):
+    url = edge["endpoints"]["haproxy_http"].replace("http://", "ws://") + "/ws"
+    sessions = [WebSocketSession(url) for _ in range(6)]
+    try:
+        assert len({s.instance for s in sessions}) == 1, [s.instance for s in sessions]
+        for n, session in enumerate(sessions):
+            assert session.echo(f"message-{n}") == sessions[0].instance
+    finally:
+        for session in sessions:
+            session.close()
+
+
+def test_canary_receives_its_share(edge, settled):
+    def batch(n: int) -> Counter:
+        with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=10) as c:
+            return Counter(c.get("/health").headers["x-backend-version"] for _ in range(n))
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = sum(pool.map(batch, [CANARY_REQUESTS // 4] * 4), Counter())
+    share = 100 * counts["canary"] / sum(counts.values())
+    assert abs(share - CANARY_PERCENT) <= CANARY_TOLERANCE, counts
+
+
+@pytest.mark.parametrize("how", ["header", "cookie"])
+def test_ab_header_or_cookie_always_reaches_the_variant(client, lab, how):
+    variant = {b["name"] for b in lab["backends"] if b["version"] == "canary"}
+    headers = {"X-Variant": "b"} if how == "header" else {"Cookie": "variant=b"}
+    assert set(instances(client, "/health", 50, headers=headers)) <= variant
+    # Any other value is ordinary traffic.
+    other = {"X-Variant": "a"} if how == "header" else {"Cookie": "variant=a"}
+    assert set(instances(client, "/health", 30, headers=other)) - variant
+
+
+def test_edge_health_endpoint_answers_itself(client):
+    response = client.get("/lb-health")
+    assert response.status_code == 200
+    assert "x-backend-instance" not in response.headers  # HAProxy answered, no backend

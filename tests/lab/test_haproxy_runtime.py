@@ -1,0 +1,69 @@
+"""The runtime API on edge-1: drain a server, change weights and the canary
+share without a reload."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+import httpx
+import pytest
+
+from haproxy_lab import CONFIG, WebSocketSession, node, runtime, server_states, wait_until_settled
+
+BACKENDS = ["api", "auth", "websocket", "ai", "canary", "variant"]
+
+
+@pytest.fixture(scope="module")
+def edge1():
+    host = node("edge-1")
+    wait_until_settled(host, BACKENDS)
+    return host
+
+
+def test_drained_server_takes_no_new_requests_while_its_websockets_finish(edge1, edge):
+    url = edge["endpoints"]["haproxy_http"].replace("http://", "ws://") + "/ws"
+    old = WebSocketSession(url)
+    target = old.instance
+    try:
+        runtime(edge1, f"set server websocket/{target} state drain", f"set server api/{target} state drain")
+        assert server_states(edge1, "websocket")[target].status == "DRAIN"
+        # New WebSockets and requests go elsewhere...
+        new = WebSocketSession(url)
+        try:
+            assert new.instance != target
+            with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
+                seen = Counter(client.get("/health").headers["x-backend-instance"] for _ in range(40))
+            assert target not in seen, seen
+            # ...while the session opened before the drain carries on.
+            for n in range(5):
+                assert old.echo(f"still here {n}") == target
+        finally:
+            new.close()
+    finally:
+        runtime(edge1, f"set server websocket/{target} state ready", f"set server api/{target} state ready")
+        old.close()
+    assert server_states(edge1, "api")[target].status == "UP"
+
+
+def test_weight_change_shifts_traffic_without_reload(edge1, edge):
+    try:
+        runtime(edge1, "set weight api/backend-1 0")
+        with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
+            seen = Counter(client.get("/health").headers["x-backend-instance"] for _ in range(30))
+        assert "backend-1" not in seen and seen.keys() & {"backend-2", "backend-3"}, seen
+    finally:
+        runtime(edge1, "set weight api/backend-1 100%")
+
+
+def test_canary_share_changes_at_runtime(edge1, edge):
+    configured = re.search(r"set-var\s+proc.canary_percent int\((\d+)\)",
+                           edge1.file(CONFIG).content_string).group(1)
+    try:
+        runtime(edge1, "experimental-mode on", "set var proc.canary_percent int(100)")
+        with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
+            versions = {client.get("/health").headers["x-backend-version"] for _ in range(30)}
+        assert versions == {"canary"}
+    finally:
+        # Until the next reload at the latest; put the configured share back now.
+        runtime(edge1, "experimental-mode on", f"set var proc.canary_percent int({configured})")

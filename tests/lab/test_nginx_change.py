@@ -1,0 +1,126 @@
+"""Safe change of the NGINX configuration, through playbooks/edge.yml.
+
+Order matters and is the file order: bad input, a config NGINX rejects, a
+change under load (restored when its class ends), then idempotence, which
+therefore also proves the restore put everything back.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from nginx_lab import NGINX_CONF, ClientIPs, LoadGenerator, node, tls_context, trusted_gateway  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("trusted_gateway")
+
+EDGE1 = "edge-1"
+
+
+@pytest.fixture(scope="module")
+def https(edge, ca_cert):
+    with httpx.Client(base_url=edge["endpoints"]["nginx_https"], verify=tls_context(ca_cert), timeout=30) as client:
+        yield client
+
+
+STAGED_CONF = "/etc/nginx/staging/nginx.conf"
+
+
+def live_config_digest() -> str:
+    return node(EDGE1).file(NGINX_CONF).sha256sum
+
+
+@pytest.mark.parametrize(("extra_vars", "variable"), [
+    ({"nginx_lb_conn_limit_per_ip": "many"}, "nginx_lb_conn_limit_per_ip"),
+    ({"nginx_lb_deny_cidrs": ["192.0.2.0/33"]}, "nginx_lb_deny_cidrs"),
+    ({"nginx_lb_tls_certificate": "/nonexistent/server.pem"}, "nginx_lb_tls_certificate"),
+], ids=["wrong-type", "malformed-cidr", "missing-certificate"])
+def test_bad_input_fails_before_any_host_changes(converge, extra_vars, variable):
+    before = live_config_digest()
+    result = converge(extra_vars)
+    assert result.rc != 0
+    assert variable in result.output
+    assert sum(result.changed.values()) == 0, result.changed
+    assert live_config_digest() == before
+
+
+def test_config_nginx_rejects_never_lands_and_the_old_one_keeps_serving(converge, https):
+    # Passes every type and input check, but OpenSSL knows no such cipher:
+    # only `nginx -t` on the staged tree can tell.
+    typo = "ECDHE-RSA-AES128-GCMM-SHA256"
+    result = converge({"nginx_lb_tls_ciphers": [typo]}, limit=EDGE1)
+    assert result.rc != 0
+    assert "Check the candidate configuration as a whole" in result.output
+    assert "SSL_CTX_set_cipher_list" in result.output
+    edge1 = node(EDGE1)
+    assert typo in edge1.file(STAGED_CONF).content_string  # it was rendered and checked...
+    assert typo not in edge1.file(NGINX_CONF).content_string  # ...but never installed
+    assert https.get("/api/still-serving", headers={"x-forwarded-for": ClientIPs().take()}).status_code == 200
+
+
+# The change under load: the default proxy read timeout drops to 2 s and a
+# network is denied.  Both are observable afterwards, so the test also
+# proves the reload took effect.
+CHANGE = {"nginx_lb_proxy_read_timeout": "2s", "nginx_lb_deny_cidrs": ["192.0.2.0/24"]}
+
+
+class TestChangeUnderLoad:
+    @pytest.fixture(scope="class")
+    def changed(self, converge, edge, ca_cert):
+        with LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), max_seconds=150) as load:
+            time.sleep(1)
+            result = converge(CHANGE, limit=EDGE1)
+            time.sleep(1.5)  # traffic on the new workers too
+        report = load.report
+        print(f"\nreload under load: {report.requests} requests, {len(report.failures)} failed; "
+              f"{report.ws_messages} WebSocket echoes, {len(report.ws_failures)} dropped")
+        yield result, report
+        restored = converge(limit=EDGE1)
+        assert restored.rc == 0, restored.output[-3000:]
+
+    def test_the_change_was_applied_by_a_reload(self, changed):
+        result, _ = changed
+        assert result.rc == 0, result.output[-3000:]
+        assert result.changed[EDGE1] > 0
+        assert "RUNNING HANDLER [nginx_lb : Reload nginx]" in result.output
+
+    def test_no_request_failed(self, changed):
+        _, report = changed
+        assert report.requests > 100
+        assert report.failures == []
+
+    def test_no_websocket_was_dropped(self, changed):
+        _, report = changed
+        assert report.ws_messages > 20
+        assert report.ws_failures == []
+
+    def test_slow_ai_call_outlives_the_default_read_timeout(self, changed, https):
+        client = {"x-forwarded-for": ClientIPs().take()}
+        # The default pools now give up after 2 s (504, after the retry)...
+        assert https.get("/api/slow", params={"delay": 3}, headers=client).status_code == 504
+        # ...while the AI pool keeps its own 300 s.
+        ai = https.get("/ai/slow", params={"seconds": 3}, headers=client)
+        assert ai.status_code == 200
+        assert ai.json()["seconds"] == 3
+
+    def test_denied_network_gets_403(self, changed, https):
+        assert https.get("/api/x", headers={"x-forwarded-for": "192.0.2.77"}).status_code == 403
+        assert https.get("/api/x", headers={"x-forwarded-for": ClientIPs().take()}).status_code == 200
+
+
+def nginx_tasks_changed(output: str) -> list[str]:
+    """Names of the nginx_lb tasks that reported a change in a playbook run."""
+    changed = []
+    for section in output.split("TASK [")[1:]:
+        name = section.split("]", 1)[0]
+        if name.startswith("nginx_lb : ") and "\nchanged: " in section:
+            changed.append(name)
+    return changed
+
+
+def test_second_converge_changes_nothing(converge):
+    result = converge()
+    assert result.rc == 0, result.output[-3000:]
+    assert nginx_tasks_changed(result.output) == []

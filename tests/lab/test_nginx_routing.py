@@ -1,0 +1,137 @@
+"""NGINX pools, seen from the X-Backend-Instance header of real responses.
+
+Each test acts as its own clients (fresh X-Forwarded-For addresses from a
+trusted peer, see nginx_lab.py), so rate limits never interfere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from nginx_lab import (DEFAULTS, ClientIPs, access_log, instance, node, spread, tls_context,
+                       trusted_gateway, ws_url)  # noqa: F401 (trusted_gateway is a fixture)
+
+pytestmark = pytest.mark.usefixtures("trusted_gateway")
+
+
+@pytest.fixture(scope="module")
+def ips() -> ClientIPs:
+    return ClientIPs()
+
+
+@pytest.fixture(scope="module")
+def https(edge, ca_cert):
+    with httpx.Client(base_url=edge["endpoints"]["nginx_https"], verify=tls_context(ca_cert), timeout=15) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stable_names(stable_backends) -> set[str]:
+    return {b["name"] for b in stable_backends}
+
+
+def test_round_robin_spreads_requests_evenly(https, ips, stable_names):
+    client = {"x-forwarded-for": ips.take()}
+    responses = [https.get("/api/rr", headers=client) for _ in range(12)]
+    assert {r.status_code for r in responses} == {200}
+    counts = spread(responses)
+    assert set(counts) == stable_names
+    # Shared-memory round robin: every worker continues the same rotation.
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+def test_ip_hash_pins_each_client_to_one_instance(https, ips, stable_names):
+    seen = {}
+    for _ in range(10):
+        client = {"x-forwarded-for": ips.take()}
+        instances = {instance(https.get("/auth/session", headers=client)) for _ in range(3)}
+        assert len(instances) == 1, f"client {client} was spread over {instances}"
+        seen[client["x-forwarded-for"]] = instances.pop()
+    # Pinning, not a pool of one: different clients land on different instances.
+    assert len(set(seen.values())) >= 2, seen
+
+
+def test_least_conn_avoids_busy_instances(https, ips, stable_names):
+    client = {"x-forwarded-for": ips.take()}
+    with ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(https.get, "/api/compute/slow", params={"delay": 3}, headers=client) for _ in range(2)]
+        time.sleep(0.7)  # both slow requests are in flight now
+        fast = [https.get("/api/compute/fast", headers=client) for _ in range(6)]
+        busy = {instance(f.result()) for f in slow}
+    assert len(busy) == 2, "least_conn put both slow requests on one instance"
+    idle = stable_names - busy
+    assert spread(fast) == {idle.pop(): 6}
+
+
+def test_websocket_upgrades_through_tls_and_sticks_to_one_instance(edge, ca_cert, ips):
+    url, ctx = ws_url(edge["endpoints"]["nginx_https"]), tls_context(ca_cert)
+    sessions = {}
+    for _ in range(6):
+        client = ips.take()
+        per_client = set()
+        for _ in range(3):  # reconnects of one client
+            with ws_connect(url, ssl=ctx, additional_headers={"x-forwarded-for": client}, open_timeout=10) as ws:
+                hello = json.loads(ws.recv(timeout=10))
+                assert hello["type"] == "hello"
+                assert ws.response.headers["x-backend-instance"] == hello["instance"]
+                for i in range(3):
+                    ws.send(f"m{i}")
+                    echo = json.loads(ws.recv(timeout=10))
+                    assert echo == {"type": "echo", "instance": hello["instance"], "data": f"m{i}"}
+                per_client.add(hello["instance"])
+        assert len(per_client) == 1, f"client {client} reconnected to {per_client}"
+        sessions[client] = per_client.pop()
+    assert len(set(sessions.values())) >= 2, sessions
+
+
+def test_real_ip_comes_from_trusted_proxies_only(https, edge, lab):
+    # From the test machine (the trusted gateway): the forwarded client counts.
+    echo = https.get("/api/ip", headers={"x-forwarded-for": "203.0.113.50"}).json()
+    assert echo["headers"]["x-real-ip"] == "203.0.113.50"
+    assert echo["headers"]["x-forwarded-for"] == f"203.0.113.50, {lab['network']['gateway']}"
+    # From edge-2, an untrusted peer: the spoofed chain is dropped entirely.
+    edge2 = lab["edges"][1]
+    out = node(edge2["name"]).check_output(
+        f"curl -sk --max-time 10 -H 'X-Forwarded-For: 203.0.113.50' https://{edge['address']}/api/ip")
+    headers = json.loads(out)["headers"]
+    assert headers["x-real-ip"] == edge2["address"]
+    assert headers["x-forwarded-for"] == edge2["address"]
+    assert headers["x-forwarded-proto"] == "https"
+
+
+def test_request_id_is_kept_or_generated_and_logged(https, ips, edge, stable_backends):
+    mine = f"nginx-test-{uuid.uuid4().hex}"
+    r = https.get("/api/rid", headers={"x-request-id": mine, "x-forwarded-for": ips.take()})
+    assert r.json()["headers"]["x-request-id"] == mine
+    assert r.headers["x-request-id"] == mine
+    generated = https.get("/api/rid", headers={"x-forwarded-for": ips.take()})
+    assert len(generated.json()["headers"]["x-request-id"]) == 32
+    # The structured access log carries the upstream that answered and its timing.
+    time.sleep(1.5)  # the log is flushed every second
+    [entry] = access_log(node(edge["name"]), mine)
+    addresses = {f"{b['address']}:{b['port']}": b["name"] for b in stable_backends}
+    assert addresses[entry["upstream_addr"]] == instance(r)
+    assert entry["upstream_status"] == "200" and entry["status"] == 200
+    assert float(entry["upstream_response_time"]) >= 0 and entry["request_time"] >= 0
+    assert entry["protocol"] == "HTTP/1.1" and entry["tls"] in ("TLSv1.2", "TLSv1.3")
+
+
+def test_unrouted_paths_get_404_from_nginx(https):
+    r = https.get("/metrics")  # the backends' metrics stay internal
+    assert r.status_code == 404
+    assert "x-backend-instance" not in r.headers
+
+
+def test_stub_status_answers_on_the_node_only(edge, lab):
+    port = DEFAULTS["nginx_lb_status_port"]
+    edge1 = node(edge["name"])
+    assert "Active connections" in edge1.check_output(f"curl -s --max-time 5 http://127.0.0.1:{port}/stub_status")
+    probe = node(lab["edges"][1]["name"]).run(f"curl -s --max-time 5 http://{edge['address']}:{port}/stub_status")
+    assert probe.rc != 0  # nothing listens on the node's network address
