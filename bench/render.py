@@ -10,7 +10,6 @@ under the table.
 from __future__ import annotations
 
 import json
-import re
 import resource
 import secrets
 import subprocess
@@ -92,6 +91,8 @@ def nginx(dest: Path, port: int, backend_port: int, status_port: int, overrides:
         "nginx_lb_log_dir": str(dest / "logs"),
         # The issue's CPU figure is for the proxy alone, without TLS.
         "nginx_lb_tls_enabled": False,
+        # Nothing of the benchmark listens beyond loopback.
+        "nginx_lb_listen_address": "127.0.0.1",
         "nginx_lb_http_port": port,
         "nginx_lb_status_port": status_port,
         # The machine's cap, as the lab sets it via kernel_tuning_nofile.
@@ -100,19 +101,5 @@ def nginx(dest: Path, port: int, backend_port: int, status_port: int, overrides:
         "nginx_lb_rate_limits": [limit | {"rate": UNREACHABLE_RATE, "burst": UNREACHABLE_RATE}
                                  for limit in _role_default("nginx_lb", "nginx_lb_rate_limits")],
     } | _own("nginx_lb", overrides))
-    _listen_on_loopback(dest / "conf.d" / "servers.conf", port)
     return dest / "nginx.conf"
 
-
-def _listen_on_loopback(servers_conf: Path, port: int) -> None:
-    """Bind the rendered public listener to 127.0.0.1 only.
-
-    roles/nginx_lb has no listen-address variable (it listens on every
-    address, as an edge node should); the benchmark must not open a port on
-    this machine's other interfaces.  The address does not change what a
-    request costs.  Remove this once the role takes an address.
-    """
-    text, count = re.subn(rf"(\blisten\s+){port}\b", rf"\g<1>127.0.0.1:{port}", servers_conf.read_text())
-    if count != 1:
-        raise RuntimeError(f"{servers_conf}: expected one `listen {port}`, found {count}")
-    servers_conf.write_text(text)

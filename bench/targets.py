@@ -59,7 +59,7 @@ TARGETS = [
                                                    status_port=18019, overrides=overrides),
            capacity=True, path="/api/"),
     Target("haproxy-minimal", "haproxy", 18020,
-           "Debian defaults, one frontend/backend, no logs",
+           "Debian defaults (httplog, to a file as ours), one frontend/backend",
            _from_file("haproxy-minimal.cfg", "haproxy-minimal", 18020)),
     Target("haproxy-ours", "haproxy", 18021,
            "roles/haproxy_lb rendered by the role; " + render.HAPROXY_NOTE,

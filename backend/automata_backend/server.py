@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 import uvicorn
@@ -79,6 +80,13 @@ async def serve(backend: Backend, host: str, port: int, admin_host: str, admin_p
     # Bind both ports before serving either: a port in use ends the process
     # with one clear log line and status 3 instead of half an instance.
     sockets = [main.config.bind_socket(), admin.config.bind_socket()]
+    for sock in sockets:
+        # bind_socket() creates the socket with proto 0, so asyncio does not
+        # recognise accepted connections as TCP and skips its usual
+        # TCP_NODELAY: Nagle then holds every response on a reused
+        # keep-alive connection until the peer's delayed ACK (~40 ms).
+        # Linux copies the option from the listener to accepted sockets.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     servers = [asyncio.ensure_future(server.serve(sockets=[sock]))
                for server, sock in zip((main, admin), sockets)]
     stopping = asyncio.ensure_future(stop.wait())

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from haproxy_lab import wait_for
+from haproxy_lab import node, runtime, wait_for
 from labkit import ROOT
 
 DEFAULTS = yaml.safe_load((ROOT / "roles/haproxy_lb/defaults/main.yml").read_text())
@@ -63,13 +63,13 @@ def test_connection_flood_is_cut_off_and_recovers(edge):
     url = urlsplit(edge["endpoints"]["haproxy_http"])
     refused = 0
     for _ in range(MAX_CONNECTION_RATE + 20):
-        with socket.create_connection((url.hostname, url.port), timeout=2) as sock:
-            try:
+        try:
+            with socket.create_connection((url.hostname, url.port), timeout=2) as sock:
                 sock.sendall(b"GET /lb-health HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
                 answer = sock.recv(64)
-            except ConnectionError:  # closed by HAProxy before or while we sent
-                answer = b""
-            refused += answer == b""
+        except ConnectionError:  # reset by HAProxy at connect, or before or while we sent
+            answer = b""
+        refused += answer == b""
     assert refused >= 15, refused
 
     def served() -> bool:
@@ -79,3 +79,20 @@ def test_connection_flood_is_cut_off_and_recovers(edge):
             return False
     took = wait_for(served, timeout=20, interval=1)
     print(f"flood over: served again after {took:.1f}s")
+
+
+def test_a_limit_changed_in_the_map_applies_without_a_reload(edge):
+    edge1 = node("edge-1")
+    master_before = edge1.run("systemctl show -p MainPID --value haproxy").stdout.strip()
+    map_file = edge1.run("ls /etc/haproxy/maps/rate_limits.*.map").stdout.strip()
+    rate = LIMITS["auth"]["rate"]
+    runtime(edge1, f"set map {map_file} {LIMITS['auth']['path_prefix']} {rate * 2}")
+    try:
+        _fresh_window()
+        with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
+            codes = [client.get("/auth/live").status_code for _ in range(rate * 2 + 1)]
+        assert 429 not in codes[:rate * 2], codes  # the old limit would refuse request rate+1
+        assert codes[rate * 2] == 429, codes
+    finally:
+        runtime(edge1, f"set map {map_file} {LIMITS['auth']['path_prefix']} {rate}")
+    assert edge1.run("systemctl show -p MainPID --value haproxy").stdout.strip() == master_before
