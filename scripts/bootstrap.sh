@@ -11,6 +11,7 @@ APT_PACKAGES=(
   openssh-client openssl curl        # Ansible's transport, certificate checks
   python3-venv                       # .venv on a Python without ensurepip
   nginx haproxy wrk nghttp2-client   # the benchmark runs them on loopback
+  prometheus                         # promtool checks generated Prometheus configs
 )
 
 missing=()

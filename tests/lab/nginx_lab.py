@@ -81,6 +81,19 @@ def trusted_gateway(lab, edge, ca_cert) -> None:
                     f"needs nginx_lb_real_ip_from: [{lab['network']['gateway']}/32] (group_vars/edge)")
 
 
+@pytest.fixture(scope="module")
+def ips() -> ClientIPs:
+    """Distinct client addresses, announced through the trusted gateway."""
+    return ClientIPs()
+
+
+@pytest.fixture(scope="module")
+def https(edge, ca_cert):
+    """A client for edge-1's HTTPS listener, trusting the lab CA."""
+    with httpx.Client(base_url=edge["endpoints"]["nginx_https"], verify=tls_context(ca_cert), timeout=15) as client:
+        yield client
+
+
 def instance(response: httpx.Response) -> str:
     return response.headers["x-backend-instance"]
 

@@ -12,21 +12,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from nginx_lab import DEFAULTS, ClientIPs, tls_context, trusted_gateway  # noqa: F401 (fixture)
+from nginx_lab import DEFAULTS, https, ips, tls_context, trusted_gateway  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
-
-
-@pytest.fixture(scope="module")
-def ips() -> ClientIPs:
-    return ClientIPs()
-
-
-@pytest.fixture(scope="module")
-def https(edge, ca_cert):
-    with httpx.Client(base_url=edge["endpoints"]["nginx_https"], verify=tls_context(ca_cert), timeout=15) as client:
-        yield client
 
 
 def handshake(edge, ca_cert, version: ssl.TLSVersion, alpn: list[str] | None = None) -> ssl.SSLSocket:

@@ -15,21 +15,10 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from nginx_lab import (DEFAULTS, ClientIPs, access_log, instance, node, spread, tls_context,
-                       trusted_gateway, ws_url)  # noqa: F401 (trusted_gateway is a fixture)
+from nginx_lab import (DEFAULTS, access_log, https, instance, ips, node, spread,  # noqa: F401
+                       tls_context, trusted_gateway, ws_url)  # (https, ips, trusted_gateway: fixtures)
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
-
-
-@pytest.fixture(scope="module")
-def ips() -> ClientIPs:
-    return ClientIPs()
-
-
-@pytest.fixture(scope="module")
-def https(edge, ca_cert):
-    with httpx.Client(base_url=edge["endpoints"]["nginx_https"], verify=tls_context(ca_cert), timeout=15) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
