@@ -6,6 +6,7 @@ trusted peer, see nginx_lab.py), so rate limits never interfere.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -13,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from websockets.sync.client import connect as ws_connect
 
 from nginx_lab import (DEFAULTS, access_log, https, instance, ips, node, spread,  # noqa: F401
-                       tls_context, trusted_gateway, ws_url)  # (https, ips, trusted_gateway: fixtures)
+                       tls_context, trusted_gateway, ws_connect, ws_url)  # (https, ips, trusted_gateway: fixtures)
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
@@ -61,22 +61,28 @@ def test_least_conn_avoids_busy_instances(https, ips, stable_names):
 
 def test_websocket_upgrades_through_tls_and_sticks_to_one_instance(edge, ca_cert, ips):
     url, ctx = ws_url(edge["endpoints"]["nginx_https"]), tls_context(ca_cert)
-    sessions = {}
-    for _ in range(6):
-        client = ips.take()
-        per_client = set()
-        for _ in range(3):  # reconnects of one client
-            with ws_connect(url, ssl=ctx, additional_headers={"x-forwarded-for": client}, open_timeout=10) as ws:
-                hello = json.loads(ws.recv(timeout=10))
-                assert hello["type"] == "hello"
-                assert ws.response.headers["x-backend-instance"] == hello["instance"]
-                for i in range(3):
-                    ws.send(f"m{i}")
-                    echo = json.loads(ws.recv(timeout=10))
-                    assert echo == {"type": "echo", "instance": hello["instance"], "data": f"m{i}"}
-                per_client.add(hello["instance"])
-        assert len(per_client) == 1, f"client {client} reconnected to {per_client}"
-        sessions[client] = per_client.pop()
+
+    async def session(client: str) -> str:
+        async with ws_connect(url, ssl=ctx, additional_headers={"x-forwarded-for": client}, open_timeout=10) as ws:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert hello["type"] == "hello"
+            assert ws.response.headers["x-backend-instance"] == hello["instance"]
+            for i in range(3):
+                await ws.send(f"m{i}")
+                echo = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert echo == {"type": "echo", "instance": hello["instance"], "data": f"m{i}"}
+            return hello["instance"]
+
+    async def clients() -> dict[str, str]:
+        sessions = {}
+        for _ in range(6):
+            client = ips.take()
+            per_client = {await session(client) for _ in range(3)}  # reconnects of one client
+            assert len(per_client) == 1, f"client {client} reconnected to {per_client}"
+            sessions[client] = per_client.pop()
+        return sessions
+
+    sessions = asyncio.run(clients())
     assert len(set(sessions.values())) >= 2, sessions
 
 
