@@ -7,7 +7,7 @@ import Python; tests/lab/test_lab.py checks the two agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PREFIX = "automata-lab"
 NETWORK = PREFIX
@@ -53,7 +53,6 @@ class Backend:
     address: str
     index: int  # position in the published port map (app 9000+i, admin 9100+i)
     version: str = "stable"
-    extra: dict = field(default_factory=dict)
 
     @property
     def app_port(self) -> int:

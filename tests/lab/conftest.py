@@ -13,7 +13,7 @@ import json
 import httpx
 import pytest
 
-from labkit import EDGE_HOSTS, INVENTORY, LAB_JSON, PLAYBOOK, ROOT, ConvergeResult, run_playbook  # noqa: F401
+from labkit import LAB_JSON, run_playbook
 
 
 def _load_lab() -> dict:
