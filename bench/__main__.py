@@ -22,7 +22,7 @@ import yaml
 
 from bench import capacity
 from bench.load import LoadSettings
-from bench.report import format_capacity, format_table
+from bench.report import format_capacity, format_ratios, format_table, ratio_spreads
 from bench.run import Column, measure, probe
 from bench.servers import CLK_TCK, Server, fill_template, nginx_argv
 from bench.targets import BACKEND_PORT, TARGETS
@@ -39,7 +39,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="one short run per column and a 1,000-connection capacity check (~1 min)")
     parser.add_argument("--only", choices=["nginx", "haproxy"], help="measure one load balancer (plus direct)")
-    parser.add_argument("--repeats", type=int, help="wrk runs per column; the median is reported (default 3)")
+    parser.add_argument("--repeats", type=int, help="fewest interleaved rounds (one wrk run per column each); "
+                                                    "the median is reported (default 3)")
+    parser.add_argument("--spread", type=float, default=0.03,
+                        help="stop once every ours/minimal ratio is known within this (95%% interval, default 0.03)")
+    parser.add_argument("--max-rounds", type=int, help="most rounds (default 10, --quick 2)")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10)")
     parser.add_argument("--connections", type=int, default=50, help="wrk keep-alive connections (default 50)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
@@ -52,6 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-pin", action="store_true", help="do not pin the LB and the client to separate CPUs")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
+    args.max_rounds = max(args.max_rounds or (2 if args.quick else 10), args.repeats)
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     levels = args.capacity or ("1000" if args.quick else "1000,5000,10000,15000")
     try:
@@ -97,31 +102,36 @@ def main(argv: list[str]) -> int:
                 "backend", nginx_argv(fill_template("backend.conf", backend_conf / "backend.conf", port=BACKEND_PORT)),
                 BACKEND_PORT, backend_conf, cpus=client_cpus))
             probe(BACKEND_PORT)
-            warmup = 1.0 if args.quick else 2.0
             direct = Column("direct", "0-byte `return 200` nginx backend, no load balancer")
-            _progress(direct.name)
-            direct.samples = measure(f"http://127.0.0.1:{BACKEND_PORT}/", settings, repeats=args.repeats,
-                                     warmup_s=warmup, backend=backend, lb=None, cpus=client_cpus)
             columns.append(direct)
+            # Every load balancer runs at once (own ports; idle ones cost no
+            # CPU), so the rounds can interleave them: a slow minute of the
+            # machine then moves every column, not one, and the ratios hold.
+            servers: dict[str, Server] = {}
             for target in targets:
                 column = Column(target.name, target.note)
                 columns.append(column)
-                _progress(target.name)
                 try:
                     conf = target.write_config(workdir, args.set)
                 except Exception as exc:  # a missing/broken role must not hide the other columns
                     column.skipped = f"config not rendered: {exc}"
                     continue
                 try:
-                    with Server(target.name, target.argv(conf), target.port, conf.parent, cpus=lb_cpus) as lb:
-                        probe(target.port, target.path)
-                        column.samples = measure(target.url, settings, repeats=args.repeats, warmup_s=warmup,
-                                                 backend=backend, lb=lb, cpus=client_cpus)
-                        if target.capacity and args.capacity:
-                            _progress(f"{target.name} capacity")
-                            capacities[target.name] = _ladder(target, args.capacity)
+                    servers[target.name] = stack.enter_context(
+                        Server(target.name, target.argv(conf), target.port, conf.parent, cpus=lb_cpus))
+                    probe(target.port, target.path)
                 except RuntimeError as exc:  # server would not start, or did not answer 200
                     column.skipped = str(exc)
+            live = [t for t in targets if t.name in servers and not _column(columns, t.name).skipped]
+            warmup = 1.0 if args.quick else 2.0
+            for target in live:  # fills upstream pools, lets health checks settle
+                measure(target.url, settings, repeats=0, warmup_s=warmup, backend=backend, lb=servers[target.name],
+                        cpus=client_cpus)
+            meta["rounds"] = _rounds(args, settings, columns, live, servers, backend, client_cpus)
+            for target in live:
+                if target.capacity and args.capacity:
+                    _progress(f"{target.name} capacity")
+                    capacities[target.name] = _ladder(target, args.capacity)
     except BaseException:
         failed = True
         print(f"benchmark aborted; server logs are in {workdir}", file=sys.stderr)
@@ -134,10 +144,41 @@ def main(argv: list[str]) -> int:
 
     print()
     print(format_table(columns, settings, meta))
+    print(format_ratios(columns, meta.get("rounds", [])))
     print(format_capacity(capacities))
     out = _write_json(meta, columns, capacities)
     print(f"\nresults: {out}")
     return 1 if failed or any(c.skipped for c in columns) else 0
+
+
+def _column(columns: list[Column], name: str) -> Column:
+    return next(c for c in columns if c.name == name)
+
+
+def _rounds(args, settings, columns, live, servers, backend, client_cpus) -> list[dict]:
+    """Interleaved rounds: one wrk run per column per round, in a rotating
+    order, until the ratio of every "ours" column to its minimal is known to
+    within args.spread (95% interval of the mean, relative), at least
+    args.repeats rounds and at most args.max_rounds."""
+    direct = _column(columns, "direct")
+    order = [None] + live  # None: the direct column
+    history = []
+    for n in range(args.max_rounds):
+        rotated = order[n % len(order):] + order[:n % len(order)]
+        for target in rotated:
+            _progress(f"round {n + 1}: {target.name if target else 'direct'}")
+            if target is None:
+                direct.samples += measure(f"http://127.0.0.1:{BACKEND_PORT}/", settings, repeats=1, warmup_s=0,
+                                          backend=backend, lb=None, cpus=client_cpus)
+            else:
+                _column(columns, target.name).samples += measure(
+                    target.url, settings, repeats=1, warmup_s=0, backend=backend, lb=servers[target.name],
+                    cpus=client_cpus)
+        spreads = ratio_spreads(columns)
+        history.append({"round": n + 1, "spreads": spreads})
+        if n + 1 >= args.repeats and all(v["spread"] < args.spread for v in spreads.values()):
+            break
+    return history
 
 
 def _ladder(target, levels: list[int], refine_steps: int = 4) -> list[capacity.CapacityResult]:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYBOOK = Path(__file__).parent / "render.yml"
@@ -25,17 +24,23 @@ PLAYBOOK = Path(__file__).parent / "render.yml"
 # NGINX also needs the burst raised: limit_req refills per millisecond, so
 # more than `burst` requests from one IP within the same millisecond are
 # refused whatever the rate.
-UNREACHABLE_RATE = 100_000_000
+UNREACHABLE_RATE = 1_000_000  # the model's highest rate (1 µs between requests)
+UNREACHABLE_BURST = 100_000_000
 
-HAPROXY_NOTE = (f"path /api/ (rate-limited class), per-IP request limits raised to {UNREACHABLE_RATE:,}/period; "
-                "connection limits, checks, stick tables, canary/A-B rules, logs (to a file) as the role sets them")
-NGINX_NOTE = (f"TLS off, path /api/ (rate-limited route), per-IP request limits raised to {UNREACHABLE_RATE:,} r/s and burst; "
-              "per-IP connection limit, security headers, request IDs, JSON access log as the role sets them")
+HAPROXY_NOTE = (f"path /api/ (rate-limited class), per-client rates raised to {UNREACHABLE_RATE:,}/s; "
+                "in-flight limits, checks, stick tables, canary/A-B rules, headers, logs (to a file) as rendered")
+NGINX_NOTE = (f"TLS off, path /api/ (rate-limited class), per-client rates raised to {UNREACHABLE_RATE:,} r/s and burst; "
+              "in-flight limit, canary/A-B maps, security headers, request IDs, JSON access log as rendered")
 
 
-def _role_default(role: str, name: str):
-    """A role default read from its defaults/main.yml (plain values only)."""
-    return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())[name]
+def _unreachable_limits() -> dict:
+    """Policy overrides that keep every rated class's limit in the request
+    path (same lookups and counters) with a threshold wrk never reaches."""
+    from traffic import model
+
+    policy = model.load()
+    return {"classes": {c.name: {"rate": {"per_second": UNREACHABLE_RATE, "burst": UNREACHABLE_BURST}}
+                        for c in policy.classes if c.rate}}
 
 
 def _own(role: str, overrides: dict | None) -> dict:
@@ -43,7 +48,8 @@ def _own(role: str, overrides: dict | None) -> dict:
     return {k: v for k, v in (overrides or {}).items() if k.startswith(f"{role}_")}
 
 
-def _render(role: str, dest: Path, variables: dict) -> None:
+def render_role(role: str, dest: Path, variables: dict) -> None:
+    """Run a role's validate and config tasks on this machine (bench/render.yml)."""
     if not (ROOT / "roles" / role / "tasks" / "config.yml").exists():
         raise RuntimeError(f"roles/{role}/tasks/config.yml does not exist")
     dest.mkdir(parents=True)
@@ -59,8 +65,8 @@ def _render(role: str, dest: Path, variables: dict) -> None:
 def haproxy(dest: Path, port: int, backend_port: int, stats_port: int, overrides: dict | None = None) -> Path:
     """Render roles/haproxy_lb for the benchmark; return the haproxy.cfg path."""
     static = [{"name": "static", "address": "127.0.0.1", "port": backend_port}]
-    _render("haproxy_lb", dest, {
-        "haproxy_lb_service_managed": False,
+    render_role("haproxy_lb", dest, {
+        "haproxy_lb_manage_service": False,
         "haproxy_lb_config_dir": str(dest),
         "haproxy_lb_chroot": "",
         "haproxy_lb_admin_socket": str(dest / "admin.sock"),
@@ -76,15 +82,14 @@ def haproxy(dest: Path, port: int, backend_port: int, stats_port: int, overrides
         "haproxy_lb_stats_password": secrets.token_urlsafe(18),
         "haproxy_lb_stable_servers": static,
         "haproxy_lb_canary_servers": static,
-        "haproxy_lb_rate_limits": [limit | {"rate": UNREACHABLE_RATE}
-                                   for limit in _role_default("haproxy_lb", "haproxy_lb_rate_limits")],
-    } | _own("haproxy_lb", overrides))
+        "traffic_policy_overrides": _unreachable_limits(),
+    } | _own("haproxy_lb", overrides) | _own("traffic", overrides))
     return dest / "haproxy.cfg"
 
 
 def nginx(dest: Path, port: int, backend_port: int, status_port: int, overrides: dict | None = None) -> Path:
     """Render roles/nginx_lb for the benchmark; return the nginx.conf path."""
-    _render("nginx_lb", dest, {
+    render_role("nginx_lb", dest, {
         "nginx_lb_manage_service": False,
         "nginx_lb_conf_dir": str(dest),
         "nginx_lb_pid_file": str(dest / "nginx.pid"),
@@ -98,8 +103,8 @@ def nginx(dest: Path, port: int, backend_port: int, status_port: int, overrides:
         # The machine's cap, as the lab sets it via kernel_tuning_nofile.
         "nginx_lb_worker_rlimit_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
         "nginx_lb_servers": [{"name": "static", "address": "127.0.0.1", "port": backend_port}],
-        "nginx_lb_rate_limits": [limit | {"rate": UNREACHABLE_RATE, "burst": UNREACHABLE_RATE}
-                                 for limit in _role_default("nginx_lb", "nginx_lb_rate_limits")],
-    } | _own("nginx_lb", overrides))
+        "nginx_lb_canary_servers": [{"name": "static-canary", "address": "127.0.0.1", "port": backend_port}],
+        "traffic_policy_overrides": _unreachable_limits(),
+    } | _own("nginx_lb", overrides) | _own("traffic", overrides))
     return dest / "nginx.conf"
 

@@ -2,16 +2,52 @@
 
 from __future__ import annotations
 
+import statistics
+
 from bench.capacity import CapacityResult
 from bench.load import LoadSettings
 from bench.run import Column
+
+
+# Each "ours" column against the minimal config of the same load balancer.
+PAIRS = {"nginx-ours": "nginx-minimal", "haproxy-ours": "haproxy-minimal"}
+
+
+def ratio_spreads(columns: list[Column]) -> dict[str, dict]:
+    """Per pair: the ratio of LB CPU per request (ours / minimal) of each
+    round, its mean, and its spread: the 95% interval of the mean relative to
+    it (1.96 x standard error / mean; 1.0 until there are two rounds)."""
+    by_name = {c.name: c for c in columns if not c.skipped}
+    out = {}
+    for ours, minimal in PAIRS.items():
+        if ours not in by_name or minimal not in by_name:
+            continue
+        ratios = [a.lb_us_per_req / b.lb_us_per_req
+                  for a, b in zip(by_name[ours].samples, by_name[minimal].samples, strict=False)]
+        if not ratios:
+            continue
+        mean = statistics.fmean(ratios)
+        spread = 1.96 * statistics.stdev(ratios) / len(ratios) ** 0.5 / mean if len(ratios) > 1 else 1.0
+        out[ours] = {"against": minimal, "ratios": [round(r, 4) for r in ratios], "mean": mean, "spread": spread}
+    return out
+
+
+def format_ratios(columns: list[Column], rounds: list[dict]) -> str:
+    spreads = ratio_spreads(columns)
+    if not spreads:
+        return ""
+    lines = ["", f"Ratios of LB CPU per request, ours / minimal, over {len(rounds)} interleaved round(s):"]
+    for name, r in spreads.items():
+        lines.append(f"  {name} / {r['against']}: {r['mean']:.3f} ± {100 * r['spread']:.1f}% "
+                     f"(95% interval of the mean; rounds: {', '.join(f'{x:.3f}' for x in r['ratios'])})")
+    return "\n".join(lines)
 
 
 def format_table(columns: list[Column], settings: LoadSettings, meta: dict) -> str:
     s = meta["settings"]
     lines = [
         f"wrk -t{settings.threads} -c{settings.connections} -d{settings.duration_s:g}s keep-alive, "
-        f"median of {s['repeats']} run(s); LB {'pinned to CPU 1, wrk+backend to CPU 0' if s['pinned'] else 'not pinned'}; "
+        f"median of {len(columns[0].samples) if columns else 0} interleaved round(s); LB {'pinned to CPU 1, wrk+backend to CPU 0' if s['pinned'] else 'not pinned'}; "
         f"load average before/after: {meta['loadavg_before'][0]:.2f}/{meta['loadavg_after'][0]:.2f}",
         *([f"role variables overridden with --set: {s['role_overrides']}"] if s["role_overrides"] else []),
         "",

@@ -71,7 +71,8 @@ def measure(url: str, settings: LoadSettings, *, repeats: int, warmup_s: float,
             backend: Server, lb: Server | None, cpus: str | None) -> list[Sample]:
     """repeats wrk runs; each counts the CPU ticks LB and backend spent during it."""
     # The warm-up fills upstream keep-alive pools and lets health checks settle.
-    run_wrk(url, replace(settings, duration_s=warmup_s), cpus)
+    if warmup_s > 0:
+        run_wrk(url, replace(settings, duration_s=warmup_s), cpus)
     samples = []
     for _ in range(repeats):
         lb_before = lb.cpu_ticks() if lb else None

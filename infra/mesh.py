@@ -1,15 +1,15 @@
 """The Istio objects of the backend namespace: edge Gateway, VirtualService,
 DestinationRules, mTLS, JWT, authorization and telemetry (docs/mesh.md).
 
-Specs are built by pure functions from the typed settings and infra/naming.py,
-so the routes always name the Services and `version` subsets the workloads
-create; the component only registers them.
+Specs are built by pure functions from the typed settings, the traffic policy
+(traffic/policy.yml through traffic/istio.py: the same model the edge load
+balancers render) and infra/naming.py, so the routes always name the Services
+and `version` subsets the workloads create; the component only registers them.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 import pulumi
@@ -19,65 +19,17 @@ from infra import naming
 from infra.mesh_install import TRACING_PROVIDER
 from infra.naming import Track
 from infra.settings import MeshSettings, RolloutSettings, WorkloadSettings
+from traffic import istio
+from traffic.model import Policy, TrafficClass
 
 NETWORKING = "networking.istio.io/v1"
 SECURITY = "security.istio.io/v1"
 TELEMETRY = "telemetry.istio.io/v1"
 
-# Retried only when the request never reached a backend (no connection, or
-# refused before any byte was processed), so a retried POST cannot run twice.
-SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
-AB_VALUE = "canary"  # the header/cookie value that selects the canary
-CONNECT_TIMEOUT = "5s"
 # Keepalive probes keep NAT and cloud load balancers from dropping silent WebSockets.
 WEBSOCKET_KEEPALIVE = {"time": "300s", "interval": "60s", "probes": 3}
-WEBSOCKET_AFFINITY_COOKIE = "automata-ws"
-# Spec TLS policy: 1.2 and 1.3 only; for 1.2 forward-secret AEAD suites only.
-TLS_CIPHERS = ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
-               "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305"]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One public path and how the mesh treats it."""
-
-    path: str
-    traffic_class: str
-    # Subset variant: /auth is served by the API pods but balanced by least
-    # request (the spec's leastconn for auth), so it has subsets of its own.
-    variant: str
-    protected: bool  # needs a valid JWT
-    retried: bool  # see SAFE_RETRY_ON; streams and AI calls are never replayed
-
-    @property
-    def name(self) -> str:
-        return self.path.strip("/")
-
-    def uri_matches(self) -> list[dict]:
-        # /api and /api/... but not /apiary.
-        return [{"uri": {"exact": self.path}}, {"uri": {"prefix": self.path + "/"}}]
-
-    def auth_paths(self) -> list[str]:
-        return [self.path, self.path + "/*"]
-
-
-ROUTES = (
-    Route("/api", "api", "", protected=True, retried=True),
-    Route("/auth", "api", "auth", protected=False, retried=True),
-    Route("/ws", "websocket", "", protected=True, retried=False),
-    Route("/ai", "ai", "", protected=True, retried=False),
-)
-
-# Load balancing per class (spec: round robin for the API, least connections
-# for auth and AI, WebSocket clients stay on one backend).
-LEAST_REQUEST = {"simple": "LEAST_REQUEST"}
-LOAD_BALANCER = {
-    "api": {"simple": "ROUND_ROBIN"},
-    "ai": LEAST_REQUEST,
-    # A session cookie (ttl 0s) the proxy sets on the first response, scoped to /ws.
-    "websocket": {"consistentHash": {"httpCookie": {"name": WEBSOCKET_AFFINITY_COOKIE, "path": "/ws", "ttl": "0s"}}},
-}
-VARIANT_LOAD_BALANCER = {"auth": LEAST_REQUEST}
+# Classes reachable without a token (logins); every other class needs a valid JWT.
+PUBLIC_CLASSES = ("auth",)
 
 
 def seconds(value: int) -> str:
@@ -92,6 +44,9 @@ class MeshArgs:
     workloads: tuple[WorkloadSettings, ...]
     tracks: tuple[Track, ...]
     stack: str
+    # Routes, balancing, timeouts, retries, canary/A-B, TLS and headers
+    # (traffic/policy.yml, rendered by traffic/istio.py).
+    policy: Policy
 
     def workload(self, traffic_class: str) -> WorkloadSettings:
         return next(w for w in self.workloads if w.traffic_class == traffic_class)
@@ -100,69 +55,57 @@ class MeshArgs:
     def canary(self) -> bool:
         return "canary" in self.tracks
 
-    def host(self, traffic_class: str) -> str:
-        return naming.service_host(traffic_class, self.namespace_name)
+    def host(self, workload: str) -> str:
+        return naming.service_host(workload, self.namespace_name)
+
+
+def route_name(cls: TrafficClass, path: str) -> str:
+    return cls.name if len(cls.paths) == 1 else f"{cls.name}-{cls.paths.index(path)}"
 
 
 # --- traffic ------------------------------------------------------------------
 
 def gateway_spec(args: MeshArgs) -> dict:
     hosts = list(args.mesh.hosts)
+    tls = args.policy.tls
     return {
         "selector": naming.GATEWAY_SELECTOR,
         "servers": [
             {"port": {"number": 443, "name": "https", "protocol": "HTTPS"}, "hosts": hosts,
-             "tls": {"mode": "SIMPLE", "credentialName": args.mesh.tls_secret, "minProtocolVersion": "TLSV1_2",
-                     "cipherSuites": TLS_CIPHERS}},
+             "tls": {"mode": "SIMPLE", "credentialName": args.mesh.tls_secret,
+                     "minProtocolVersion": tls.min_version.replace("TLSv1.", "TLSV1_"),
+                     "cipherSuites": list(tls.ciphers)}},
             {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": hosts,
              "tls": {"httpsRedirect": True}},
         ],
     }
 
 
-def route_timeout(args: MeshArgs, route: Route) -> str:
-    """The whole request's budget at the edge.  API and AI get the class's
-    request timeout (AI: 300 s, so slow completions finish); WebSocket none
-    (0s disables it), or every upgraded connection would be cut at the limit."""
-    timeout = args.workload(route.traffic_class).request_timeout
-    return seconds(timeout) if timeout is not None else "0s"
-
-
-def retries(args: MeshArgs, route: Route) -> dict:
-    # Istio retries twice by default, including on 503; say "no" explicitly.
-    if not route.retried or args.mesh.retry_attempts == 0:
-        return {"attempts": 0}
-    # The per-try budget is the whole timeout: a slow request is never cut and
-    # replayed, only a connection failure is retried.
-    return {"attempts": args.mesh.retry_attempts, "perTryTimeout": route_timeout(args, route), "retryOn": SAFE_RETRY_ON}
-
-
-def destination(args: MeshArgs, route: Route, track: Track, weight: int) -> dict:
-    return {"destination": {"host": args.host(route.traffic_class), "subset": naming.subset_name(track, route.variant),
+def destination(args: MeshArgs, cls: TrafficClass, track: Track, weight: int) -> dict:
+    return {"destination": {"host": args.host(cls.workload),
+                            "subset": naming.subset_name(track, istio.variant(args.policy, cls)),
                             "port": {"number": naming.SERVICE_PORT}},
             "weight": weight}
 
 
-def ab_matches(args: MeshArgs, route: Route) -> list[dict]:
-    cookie = f"^(.*;\\s*)?{re.escape(args.mesh.ab_cookie)}={AB_VALUE}(;.*)?$"
-    selectors = [{args.mesh.ab_header: {"exact": AB_VALUE}}, {"cookie": {"regex": cookie}}]
-    return [{**match, "headers": headers} for headers in selectors for match in route.uri_matches()]
-
-
 def http_routes(args: MeshArgs) -> list[dict]:
-    """Per path: first the A/B route (header or cookie -> canary), then the
+    """Per class path, longest first (the prefix NGINX and HAProxy pick): for a
+    canary class first the A/B route (header or cookie -> canary), then the
     weighted split.  Without a canary track, everything goes to stable."""
+    policy = args.policy
     routes = []
-    for route in ROUTES:
-        common = {"timeout": route_timeout(args, route), "retries": retries(args, route)}
-        if args.canary:
-            routes.append({"name": f"{route.name}-ab", "match": ab_matches(args, route),
-                           "route": [destination(args, route, "canary", 100)], **common})
-            weight = args.mesh.canary_weight
-            split = [destination(args, route, "stable", 100 - weight), destination(args, route, "canary", weight)]
+    for path, cls in policy.routes():
+        name = route_name(cls, path)
+        common = {"timeout": istio.route_timeout(cls), "retries": istio.retries(cls),
+                  "headers": istio.response_headers(policy)}
+        if args.canary and cls.canary:
+            routes.append({"name": f"{name}-ab", "match": istio.ab_matches(policy, path),
+                           "route": [destination(args, cls, "canary", 100)], **common})
+            share = policy.canary.share
+            split = [destination(args, cls, "stable", 100 - share), destination(args, cls, "canary", share)]
         else:
-            split = [destination(args, route, "stable", 100)]
-        routes.append({"name": route.name, "match": route.uri_matches(), "route": split, **common})
+            split = [destination(args, cls, "stable", 100)]
+        routes.append({"name": name, "match": istio.uri_matches(path), "route": split, **common})
     return routes
 
 
@@ -174,14 +117,13 @@ def virtual_service_spec(args: MeshArgs) -> dict:
     }
 
 
-def connection_pool(args: MeshArgs, traffic_class: str) -> dict:
+def connection_pool(args: MeshArgs, cls: TrafficClass | None) -> dict:
     cb = args.mesh.circuit_breaker
-    tcp = {"maxConnections": cb.max_connections, "connectTimeout": CONNECT_TIMEOUT}
-    http = {"http1MaxPendingRequests": cb.max_pending_requests, "http2MaxRequests": cb.max_requests}
-    if traffic_class == "websocket":
-        idle = seconds(args.mesh.websocket_idle_timeout)
-        tcp |= {"tcpKeepalive": WEBSOCKET_KEEPALIVE, "idleTimeout": idle}
-        http |= {"idleTimeout": idle}
+    tcp, http = istio.connection_settings(cls)
+    tcp = {"maxConnections": cb.max_connections, **tcp}
+    http = {"http1MaxPendingRequests": cb.max_pending_requests, "http2MaxRequests": cb.max_requests, **http}
+    if cls is not None and cls.websocket:
+        tcp["tcpKeepalive"] = WEBSOCKET_KEEPALIVE
     return {"tcp": tcp, "http": http}
 
 
@@ -191,30 +133,34 @@ def outlier_detection(mesh: MeshSettings) -> dict:
             "baseEjectionTime": seconds(cb.base_ejection_time), "maxEjectionPercent": cb.max_ejection_percent}
 
 
-def subsets(args: MeshArgs, traffic_class: str) -> list[dict]:
-    variants = {r.variant for r in ROUTES if r.traffic_class == traffic_class}
+def subsets(args: MeshArgs, workload: str) -> list[dict]:
+    """A subset per track, and per track again for each class of the workload
+    that balances or times out differently (a DestinationRule sets those per
+    subset, not per route): `compute-stable`, `auth-canary`, ..."""
     result = []
-    for variant in sorted(variants):
+    for variant, cls in istio.variants(args.policy, workload):
         for track in args.tracks:
             # The Deployment's own selector, whose `version` label tells the tracks apart.
             subset = {"name": naming.subset_name(track, variant),
-                      "labels": naming.track_selector_labels(traffic_class, track)}
+                      "labels": naming.track_selector_labels(workload, track)}
             if variant:
-                subset["trafficPolicy"] = {"loadBalancer": VARIANT_LOAD_BALANCER[variant]}
+                subset["trafficPolicy"] = {"loadBalancer": istio.load_balancer(cls),
+                                           "connectionPool": connection_pool(args, cls)}
             result.append(subset)
     return result
 
 
-def destination_rule_spec(args: MeshArgs, traffic_class: str) -> dict:
+def destination_rule_spec(args: MeshArgs, workload: str) -> dict:
+    primary = istio.primary_class(args.policy, workload)
     return {
-        "host": args.host(traffic_class),
+        "host": args.host(workload),
         "trafficPolicy": {
-            "loadBalancer": LOAD_BALANCER[traffic_class],
-            "connectionPool": connection_pool(args, traffic_class),
+            "loadBalancer": istio.load_balancer(primary) if primary else {"simple": "ROUND_ROBIN"},
+            "connectionPool": connection_pool(args, primary),
             "outlierDetection": outlier_detection(args.mesh),
             "tls": {"mode": "ISTIO_MUTUAL"},
         },
-        "subsets": subsets(args, traffic_class),
+        "subsets": subsets(args, workload),
     }
 
 
@@ -232,12 +178,13 @@ def request_authentication_spec(mesh: MeshSettings) -> dict:
                           "audiences": list(mesh.jwt.audiences)}]}
 
 
-def authorization_policy_specs(mesh: MeshSettings) -> dict[str, dict]:
+def authorization_policy_specs(mesh: MeshSettings, policy: Policy) -> dict[str, dict]:
     """An empty spec allows nothing: everything not allowed below is denied."""
     gateway = [gateway_principal(mesh)]
 
     def paths(protected: bool) -> list[str]:
-        return [p for r in ROUTES if r.protected == protected for p in r.auth_paths()]
+        # "/api/*": Istio's prefix match, the same prefix the routes use.
+        return [path + "*" for path, cls in policy.routes() if (cls.name not in PUBLIC_CLASSES) == protected]
 
     return {
         "deny-by-default": {},
@@ -305,14 +252,14 @@ class ServiceMesh(pulumi.ComponentResource):
         self.virtual_service = custom("vs", NETWORKING, "VirtualService", naming.VIRTUAL_SERVICE_NAME,
                                       virtual_service_spec(args))
         self.destination_rules = {
-            cls: custom(f"{cls}-dr", NETWORKING, "DestinationRule", naming.workload_name(cls),
-                        destination_rule_spec(args, cls))
-            for cls in naming.TRAFFIC_CLASSES
+            workload: custom(f"{workload}-dr", NETWORKING, "DestinationRule", naming.workload_name(workload),
+                             destination_rule_spec(args, workload))
+            for workload in naming.TRAFFIC_CLASSES
         }
         custom("mtls", SECURITY, "PeerAuthentication", "default", {"mtls": {"mode": mesh.mtls_mode}})
         custom("jwt", SECURITY, "RequestAuthentication", "jwt", request_authentication_spec(mesh))
-        for policy, spec in authorization_policy_specs(mesh).items():
-            custom(policy, SECURITY, "AuthorizationPolicy", policy, spec)
+        for name_, spec in authorization_policy_specs(mesh, args.policy).items():
+            custom(name_, SECURITY, "AuthorizationPolicy", name_, spec)
         custom("telemetry", TELEMETRY, "Telemetry", "automata", telemetry_spec(mesh, args.stack))
         # Sampling is decided where a trace starts, at the gateway, so it gets
         # the same Telemetry in its own namespace.

@@ -62,3 +62,20 @@ def run_playbook(extra_vars: dict | None = None, *, limit: str | None = None,
     changed = {m[1]: int(m[3]) for m in _RECAP.finditer(output)}
     failed = {m[1]: int(m[5]) + int(m[4]) for m in _RECAP.finditer(output)}
     return ConvergeResult(proc.returncode, output, changed, failed)
+
+
+LAB_GROUP_VARS = ROOT / "inventories" / "lab" / "group_vars" / "edge" / "main.yml"
+
+
+def lab_policy_overrides() -> dict:
+    """The lab inventory's traffic_policy_overrides (plain data, no templating)."""
+    import yaml
+    return yaml.safe_load(LAB_GROUP_VARS.read_text()).get("traffic_policy_overrides") or {}
+
+
+def lab_policy(extra: dict | None = None):
+    """The traffic policy the lab's load balancers run (traffic/policy.yml plus
+    the lab's overrides, plus `extra`), for the numbers a test checks."""
+    sys.path.insert(0, str(ROOT)) if str(ROOT) not in sys.path else None
+    from traffic import model
+    return model.load(overrides=model.deep_merge(lab_policy_overrides(), extra or {}))

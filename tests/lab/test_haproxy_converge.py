@@ -20,6 +20,8 @@ import httpx
 import pytest
 
 from haproxy_lab import CONFIG, WebSocketSession, haproxy_playbook, node, runtime
+from labkit import lab_policy_overrides
+from traffic.model import deep_merge
 
 LOAD_CLIENTS = 4
 MAX_LOAD_SECONDS = 600  # hard stop for the load generator whatever happens
@@ -114,7 +116,8 @@ def reloaded(edge1, edge, apply_haproxy) -> Reloaded:
     try:
         with Load(url) as load:
             time.sleep(1)
-            result = apply_haproxy({"haproxy_lb_canary_percent": 20, "haproxy_lb_binds": TLS_BINDS})
+            result = apply_haproxy({"traffic_policy_overrides": deep_merge(lab_policy_overrides(), {"canary": {"share": 20}}),
+                                    "haproxy_lb_binds": TLS_BINDS})
             time.sleep(2)  # traffic on the new worker too
         # Opened before the reload, still served by the old worker.
         echoes = []
@@ -194,9 +197,9 @@ def test_tls_requests_reach_the_backends_marked_https(reloaded, edge, ca_cert):
 
 @pytest.mark.parametrize("extra, variable", [
     ({"haproxy_lb_stats_password": ""}, "haproxy_lb_stats_password"),
-    ({"haproxy_lb_canary_percent": 150}, "haproxy_lb_canary_percent"),
+    ({"traffic_policy_overrides": {"canary": {"share": 150}}}, "canary.share"),
     ({"haproxy_lb_check_fall": "three"}, "haproxy_lb_check_fall"),
-    ({"haproxy_lb_routes": [{"path_prefix": "/x/", "backend": "nowhere"}]}, "haproxy_lb_routes"),
+    ({"haproxy_lb_health_class": "nowhere"}, "haproxy_lb_health_class"),
     ({"haproxy_lb_maxconn": 15000}, "haproxy_lb_maxconn"),
 ])
 def test_bad_input_fails_before_anything_is_written(edge1, converge, extra, variable):

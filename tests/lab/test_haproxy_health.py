@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from haproxy_lab import health_settings, node, server_states, wait_for, wait_until_settled
+from labkit import lab_policy
 
-BACKENDS = ["api", "auth", "websocket", "ai", "canary", "variant"]
+POLICY = lab_policy()
+BACKENDS = [c.name for c in POLICY.classes] + [c.name + "_canary" for c in POLICY.classes if c.canary]
 SLACK = 1.5  # seconds: polling, scheduling
 
 

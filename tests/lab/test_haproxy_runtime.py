@@ -10,8 +10,10 @@ import httpx
 import pytest
 
 from haproxy_lab import CONFIG, WebSocketSession, node, runtime, server_states, wait_until_settled
+from labkit import lab_policy
 
-BACKENDS = ["api", "auth", "websocket", "ai", "canary", "variant"]
+POLICY = lab_policy()
+BACKENDS = [c.name for c in POLICY.classes] + [c.name + "_canary" for c in POLICY.classes if c.canary]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,11 @@ def test_canary_share_changes_at_runtime(edge1, edge):
                            edge1.file(CONFIG).content_string).group(1)
     try:
         runtime(edge1, "experimental-mode on", "set var proc.canary_percent int(100)")
+        # The canary share applies to the canary classes (/api/...), each
+        # request its own client through the trusted lab gateway.
         with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
-            versions = {client.get("/health").headers["x-backend-version"] for _ in range(30)}
+            versions = {client.get("/api/runtime", headers={"x-forwarded-for": f"198.18.7.{n}"})
+                        .headers["x-backend-version"] for n in range(30)}
         assert versions == {"canary"}
     finally:
         # Until the next reload at the latest; put the configured share back now.

@@ -60,8 +60,8 @@ def test_log_line_names_frontend_backend_server_and_timings(host, lab):
         # backend/server, Treq/Twait/Tconnect/Tresp/Ttotal, status, termination state.
         fields = line.split()
         at = fields.index("public")
-        # (the canary rule may send the api request to the canary pool)
+        # (the canary dice may send it to the class's canary backend)
         chosen = fields[at + 1].split("/")[0]
-        assert chosen == backend or (backend == "api" and chosen == "canary"), line
+        assert chosen in (backend, f"{backend}_canary"), line
         assert len(fields[at + 2].split("/")) == 5, line
         assert fields[at + 3] == "200" and "----" in fields, line

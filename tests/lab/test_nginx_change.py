@@ -12,7 +12,9 @@ import time
 import httpx
 import pytest
 
+from labkit import lab_policy_overrides
 from nginx_lab import NGINX_CONF, ClientIPs, LoadGenerator, node, tls_context, trusted_gateway  # noqa: F401
+from traffic.model import deep_merge
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
@@ -33,7 +35,7 @@ def live_config_digest() -> str:
 
 
 @pytest.mark.parametrize(("extra_vars", "variable"), [
-    ({"nginx_lb_conn_limit_per_ip": "many"}, "nginx_lb_conn_limit_per_ip"),
+    ({"nginx_lb_worker_connections": "many"}, "nginx_lb_worker_connections"),
     ({"nginx_lb_deny_cidrs": ["192.0.2.0/33"]}, "nginx_lb_deny_cidrs"),
     ({"nginx_lb_tls_certificate": "/nonexistent/server.pem"}, "nginx_lb_tls_certificate"),
 ], ids=["wrong-type", "malformed-cidr", "missing-certificate"])
@@ -50,7 +52,8 @@ def test_config_nginx_rejects_never_lands_and_the_old_one_keeps_serving(converge
     # Passes every type and input check, but OpenSSL knows no such cipher:
     # only `nginx -t` on the staged tree can tell.
     typo = "ECDHE-RSA-AES128-GCMM-SHA256"
-    result = converge({"nginx_lb_tls_ciphers": [typo]}, limit=EDGE1)
+    result = converge({"traffic_policy_overrides": deep_merge(lab_policy_overrides(), {"tls": {"ciphers": [typo]}})},
+                      limit=EDGE1)
     assert result.rc != 0
     assert "Check the candidate configuration as a whole" in result.output
     assert "SSL_CTX_set_cipher_list" in result.output
@@ -60,10 +63,13 @@ def test_config_nginx_rejects_never_lands_and_the_old_one_keeps_serving(converge
     assert https.get("/api/still-serving", headers={"x-forwarded-for": ClientIPs().take()}).status_code == 200
 
 
-# The change under load: the default proxy read timeout drops to 2 s and a
-# network is denied.  Both are observable afterwards, so the test also
-# proves the reload took effect.
-CHANGE = {"nginx_lb_proxy_read_timeout": "2s", "nginx_lb_deny_cidrs": ["192.0.2.0/24"]}
+# The change under load: the api class's response timeout (the traffic
+# policy's, through the inventory's overrides) drops to 2 s and a network is
+# denied.  Both are observable afterwards, so the test also proves the reload
+# took effect.
+CHANGE = {"traffic_policy_overrides": deep_merge(lab_policy_overrides(),
+                                                 {"classes": {"api": {"timeouts": {"response": "2s"}}}}),
+          "nginx_lb_deny_cidrs": ["192.0.2.0/24"]}
 
 
 class TestChangeUnderLoad:

@@ -12,9 +12,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from nginx_lab import DEFAULTS, https, ips, tls_context, trusted_gateway  # noqa: F401 (fixtures)
+from labkit import lab_policy
+from nginx_lab import https, ips, tls_context, trusted_gateway  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
+# The traffic policy the lab runs (traffic/policy.yml + the lab's overrides).
+POLICY = lab_policy()
 
 
 
@@ -57,8 +60,8 @@ def test_security_headers_on_success_and_error_responses(https, ips):
         assert r.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
         assert r.headers["x-frame-options"] == "SAMEORIGIN"
         assert r.headers["x-content-type-options"] == "nosniff"
-        assert r.headers["referrer-policy"] == DEFAULTS["nginx_lb_referrer_policy"]
-        assert r.headers["content-security-policy"] == DEFAULTS["nginx_lb_content_security_policy"]
+        assert r.headers["referrer-policy"] == POLICY.headers.referrer_policy
+        assert r.headers["content-security-policy"] == POLICY.headers.content_security_policy
         assert r.headers["server"] == "nginx"  # no version
     assert (ok.status_code, missing.status_code) == (200, 404)
 
@@ -73,12 +76,9 @@ def test_http_redirects_to_https_except_health(edge):
     assert health.status_code == 200 and health.json()["status"] == "healthy"
 
 
-ZONES = {z["name"]: z for z in DEFAULTS["nginx_lb_rate_limits"]}
-
-
-@pytest.mark.parametrize(("path", "zone"), [("/api/rate", "api"), ("/auth/rate", "auth"), ("/ws", "ws")])
-def test_requests_beyond_rate_plus_burst_get_429(https, ips, path, zone):
-    rate, burst = ZONES[zone]["rate"], ZONES[zone]["burst"]
+@pytest.mark.parametrize(("path", "cls"), [("/api/rate", "api"), ("/auth/rate", "auth"), ("/ws", "websocket")])
+def test_requests_beyond_rate_plus_burst_get_429(https, ips, path, cls):
+    rate, burst = POLICY.traffic_class(cls).rate.per_second, POLICY.traffic_class(cls).rate.burst
     client = {"x-forwarded-for": ips.take()}
     sent = burst + 15
     started = time.monotonic()
@@ -94,7 +94,7 @@ def test_requests_beyond_rate_plus_burst_get_429(https, ips, path, zone):
 
 
 def test_connection_limit_rejects_extra_concurrent_requests(edge, ca_cert, ips):
-    limit = DEFAULTS["nginx_lb_conn_limit_per_ip"]
+    limit = POLICY.client.connections_per_client
     extra = 10
     client = {"x-forwarded-for": ips.take()}
 

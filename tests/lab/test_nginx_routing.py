@@ -30,21 +30,28 @@ def test_round_robin_spreads_requests_evenly(https, ips, stable_names):
     client = {"x-forwarded-for": ips.take()}
     responses = [https.get("/api/rr", headers=client) for _ in range(12)]
     assert {r.status_code for r in responses} == {200}
-    counts = spread(responses)
+    # The policy's canary share takes some /api/ requests to the canary pool;
+    # the stable pool's rotation goes on regardless.
+    counts = spread(r for r in responses if instance(r) in stable_names)
     assert set(counts) == stable_names
     # Shared-memory round robin: every worker continues the same rotation.
     assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
-def test_ip_hash_pins_each_client_to_one_instance(https, ips, stable_names):
-    seen = {}
-    for _ in range(10):
-        client = {"x-forwarded-for": ips.take()}
-        instances = {instance(https.get("/auth/session", headers=client)) for _ in range(3)}
-        assert len(instances) == 1, f"client {client} was spread over {instances}"
-        seen[client["x-forwarded-for"]] = instances.pop()
-    # Pinning, not a pool of one: different clients land on different instances.
-    assert len(set(seen.values())) >= 2, seen
+def test_auth_goes_to_the_least_busy_instance(https, ips, stable_names):
+    # /auth/ was pinned per client /24 (ip_hash) before the traffic policy;
+    # the policy makes it least connections on every tier (logins are
+    # CPU-heavy and uneven), as HAProxy and the mesh already did.  Stickiness
+    # is the WebSocket class's, tested below.
+    client = {"x-forwarded-for": ips.take()}
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(https.get, "/auth/slow", params={"delay": 3}, headers=client)
+        time.sleep(0.7)  # the slow request is in flight now
+        fast = [https.get("/auth/fast", headers={"x-forwarded-for": ips.take()}) for _ in range(4)]
+        busy = instance(slow.result())
+    # (A request the canary dice sends to the canary pool is balanced there.)
+    stable_fast = {instance(r) for r in fast if instance(r) in stable_names}
+    assert stable_fast and busy not in stable_fast, (busy, spread(fast))
 
 
 def test_least_conn_avoids_busy_instances(https, ips, stable_names):
@@ -55,8 +62,10 @@ def test_least_conn_avoids_busy_instances(https, ips, stable_names):
         fast = [https.get("/api/compute/fast", headers=client) for _ in range(6)]
         busy = {instance(f.result()) for f in slow}
     assert len(busy) == 2, "least_conn put both slow requests on one instance"
+    # (A request the canary dice sends to the canary pool is balanced there.)
     idle = stable_names - busy
-    assert spread(fast) == {idle.pop(): 6}
+    stable_fast = [r for r in fast if instance(r) in stable_names]
+    assert stable_fast and {instance(r) for r in stable_fast} <= idle, (busy, spread(fast))
 
 
 def test_websocket_upgrades_through_tls_and_sticks_to_one_instance(edge, ca_cert, ips):
@@ -101,7 +110,7 @@ def test_real_ip_comes_from_trusted_proxies_only(https, edge, lab):
     assert headers["x-forwarded-proto"] == "https"
 
 
-def test_request_id_is_kept_or_generated_and_logged(https, ips, edge, stable_backends):
+def test_request_id_is_kept_or_generated_and_logged(https, ips, edge, lab):
     mine = f"nginx-test-{uuid.uuid4().hex}"
     r = https.get("/api/rid", headers={"x-request-id": mine, "x-forwarded-for": ips.take()})
     assert r.json()["headers"]["x-request-id"] == mine
@@ -111,7 +120,8 @@ def test_request_id_is_kept_or_generated_and_logged(https, ips, edge, stable_bac
     # The structured access log carries the upstream that answered and its timing.
     time.sleep(1.5)  # the log is flushed every second
     [entry] = access_log(node(edge["name"]), mine)
-    addresses = {f"{b['address']}:{b['port']}": b["name"] for b in stable_backends}
+    # Any backend: the canary share of /api/ may pick the canary.
+    addresses = {f"{b['address']}:{b['port']}": b["name"] for b in lab["backends"]}
     assert addresses[entry["upstream_addr"]] == instance(r)
     assert entry["upstream_status"] == "200" and entry["status"] == 200
     assert float(entry["upstream_response_time"]) >= 0 and entry["request_time"] >= 0

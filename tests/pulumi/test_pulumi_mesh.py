@@ -31,7 +31,9 @@ def destination_rules(records) -> dict[str, dict]:
 
 
 def releases(records) -> dict[str, dict]:
-    return {r.inputs["name"]: r.inputs for r in records if r.type == offline.HELM_RELEASE}
+    """Istio's Helm releases (the monitoring stack has its own)."""
+    return {r.inputs["name"]: r.inputs for r in records
+            if r.type == offline.HELM_RELEASE and r.inputs["repositoryOpts"]["repo"] == CHART_REPOSITORY}
 
 
 def istio_objects(records) -> list[offline.Record]:
@@ -53,7 +55,7 @@ def test_weights_sum_to_100_on_every_route(records, stack, weight):
 @pytest.mark.parametrize(("stack", "canary_share"), [("staging", 20), ("prod", 10)])
 def test_canary_gets_the_configured_share(records, stack, canary_share):
     for name, route in routes(records(stack)).items():
-        if name.endswith("-ab"):
+        if name.endswith("-ab") or name == "websocket":  # sticky: no canary dice (traffic/policy.yml)
             continue
         shares = {d["destination"]["subset"].rsplit("-", 1)[-1]: d["weight"] for d in route["route"]}
         assert shares == {"stable": 100 - canary_share, "canary": canary_share}, name
@@ -78,18 +80,20 @@ def test_every_routed_subset_selects_pods_behind_a_service_the_program_creates(r
 
 def test_route_order_puts_ab_before_the_weighted_split_and_sends_it_all_to_canary(records):
     names = [r["name"] for r in virtual_service(records("prod"))["http"]]
-    assert names == ["api-ab", "api", "auth-ab", "auth", "ws-ab", "ws", "ai-ab", "ai"]
+    # Longest prefix first, as NGINX picks it; the sticky WebSocket class
+    # takes no canary share and no A/B route (traffic/policy.yml).
+    assert names == ["compute-ab", "compute", "auth-ab", "auth", "api-ab", "api", "ai-ab", "ai", "websocket"]
     ab = routes(records("prod"))["ai-ab"]
     assert [(d["destination"]["subset"], d["weight"]) for d in ab["route"]] == [("canary", 100)]
     assert {"x-automata-variant": {"exact": "canary"}} in [m.get("headers") for m in ab["match"]]
 
 
 @pytest.mark.parametrize(("cookie", "canary"), [
-    ("automata-variant=canary", True),
-    ("theme=dark; automata-variant=canary; lang=en", True),
-    ("automata-variant=canary2", False),
-    ("xautomata-variant=canary", False),
-    ("automata-variant=stable", False),
+    ("automata_variant=canary", True),
+    ("theme=dark; automata_variant=canary; lang=en", True),
+    ("automata_variant=canary2", False),
+    ("xautomata_variant=canary", False),
+    ("automata_variant=stable", False),
 ])
 def test_ab_cookie_regex_selects_only_the_canary_cookie(records, cookie, canary):
     (regex,) = {m["headers"]["cookie"]["regex"] for m in routes(records("prod"))["api-ab"]["match"]
@@ -100,38 +104,43 @@ def test_ab_cookie_regex_selects_only_the_canary_cookie(records, cookie, canary)
 
 def test_without_a_canary_everything_goes_to_stable_and_no_ab_route_exists():
     recs = offline.run("prod", {"canaryImage": ""})
-    assert [r["name"] for r in virtual_service(recs)["http"]] == ["api", "auth", "ws", "ai"]
+    assert [r["name"] for r in virtual_service(recs)["http"]] == ["compute", "auth", "api", "ai", "websocket"]
     for route in virtual_service(recs)["http"]:
         assert [(d["destination"]["subset"].rsplit("-", 1)[-1], d["weight"]) for d in route["route"]] == [("stable", 100)]
     assert all(not s["name"].endswith("canary") for dr in destination_rules(recs).values() for s in dr["subsets"])
 
 
-def test_routes_match_whole_path_segments(records):
-    api = routes(records("prod"))["api"]
-    assert api["match"] == [{"uri": {"exact": "/api"}}, {"uri": {"prefix": "/api/"}}]
+def test_routes_match_the_policy_prefixes_as_the_edge_does(records):
+    # The same prefix NGINX's location and HAProxy's path_beg match: /api/...
+    # (not /api itself, which gets 404 on every tier).
+    assert routes(records("prod"))["api"]["match"] == [{"uri": {"prefix": "/api/"}}]
+    assert routes(records("prod"))["websocket"]["match"] == [{"uri": {"prefix": "/ws"}}]
 
 
-def test_websocket_route_has_no_timeout_and_sticky_cookie_hashing(records):
+def test_websocket_route_has_no_timeout_and_sticky_client_hashing(records):
     recs = records("prod")
-    ws = routes(recs)["ws"]
+    ws = routes(recs)["websocket"]
     assert ws["timeout"] == "0s"  # 0s disables Envoy's route timeout
-    assert ws["retries"] == {"attempts": 0}
+    # Upgrades that never reached a backend are retried (the policy's connect-failure only).
+    assert ws["retries"] == {"attempts": 2, "perTryTimeout": "0s", "retryOn": "connect-failure,refused-stream"}
     rule = destination_rules(recs)["automata-websocket.automata.svc.cluster.local"]["trafficPolicy"]
-    assert rule["loadBalancer"] == {"consistentHash": {"httpCookie": {"name": "automata-ws", "path": "/ws", "ttl": "0s"}}}
+    # sticky_client, as NGINX's hash of the client address and HAProxy's balance source.
+    assert rule["loadBalancer"] == {"consistentHash": {"useSourceIp": True}}
     assert rule["connectionPool"]["http"]["idleTimeout"] == "3600s"
     assert rule["connectionPool"]["tcp"]["tcpKeepalive"]["time"] == "300s"
 
 
-def test_websocket_idle_timeout_follows_config():
-    recs = offline.run("prod", {"websocketIdleTimeout": 7200})
+def test_websocket_idle_timeout_follows_the_policy_tunnel_timeout():
+    recs = offline.run("prod", {"trafficPolicy": {"classes": {"websocket": {"timeouts": {"tunnel": "2h"}}}}})
     pool = destination_rules(recs)["automata-websocket.automata.svc.cluster.local"]["trafficPolicy"]["connectionPool"]
     assert pool["http"]["idleTimeout"] == pool["tcp"]["idleTimeout"] == "7200s"
 
 
-def test_ai_route_allows_the_ai_request_timeout_and_is_never_retried(records):
+def test_ai_route_allows_the_ai_response_timeout_and_retries_only_unsent_requests(records):
     ai = routes(records("prod"))["ai"]
-    assert (ai["timeout"], ai["retries"]) == ("300s", {"attempts": 0})
-    longer = routes(offline.run("prod", {"aiRequestTimeout": 600, "aiGracePeriod": 700}))["ai"]
+    assert (ai["timeout"], ai["retries"]) == ("300s", {"attempts": 2, "perTryTimeout": "300s",
+                                                      "retryOn": "connect-failure,refused-stream"})
+    longer = routes(offline.run("prod", {"trafficPolicy": {"classes": {"ai": {"timeouts": {"response": "600s"}}}}}))["ai"]
     assert longer["timeout"] == "600s"
 
 
@@ -146,8 +155,9 @@ def test_load_balancing_per_class(records):
     rules = destination_rules(records("prod"))
     api = rules["automata-api.automata.svc.cluster.local"]
     assert api["trafficPolicy"]["loadBalancer"] == {"simple": "ROUND_ROBIN"}
-    auth_subsets = {s["name"]: s["trafficPolicy"]["loadBalancer"] for s in api["subsets"] if "trafficPolicy" in s}
-    assert auth_subsets == {"auth-stable": {"simple": "LEAST_REQUEST"}, "auth-canary": {"simple": "LEAST_REQUEST"}}
+    variant_subsets = {s["name"]: s["trafficPolicy"]["loadBalancer"] for s in api["subsets"] if "trafficPolicy" in s}
+    least = {"simple": "LEAST_REQUEST"}
+    assert variant_subsets == {"auth-stable": least, "auth-canary": least, "compute-stable": least, "compute-canary": least}
     assert rules["automata-ai.automata.svc.cluster.local"]["trafficPolicy"]["loadBalancer"] == {"simple": "LEAST_REQUEST"}
 
 
@@ -177,13 +187,13 @@ def _diff(a, b, path=""):
 
 def test_changing_the_canary_percentage_changes_only_the_weights(records):
     before = {r.urn: r.inputs for r in records("prod")}
-    after = {r.urn: r.inputs for r in offline.run("prod", {"canaryWeight": 25})}
+    after = {r.urn: r.inputs for r in offline.run("prod", {"trafficPolicy": {"canary": {"share": 25}}})}
     assert before.keys() == after.keys()
     changed = {urn: list(_diff(before[urn], after[urn])) for urn in before if before[urn] != after[urn]}
     assert [urn.rsplit("::", 1)[-1] for urn in changed] == ["mesh-vs"]
     paths = changed[next(iter(changed))]
     assert paths and all(p.endswith(".weight") for p in paths)
-    # Only the four weighted splits, two destinations each.
+    # Only the four weighted splits (the canary classes), two destinations each.
     assert len(paths) == 8
 
 
@@ -339,5 +349,7 @@ def test_sidecar_outlives_the_backend_drain(records, cls, drain):
     assert "proxy.istio.io/config" not in dev["spec"]["template"]["metadata"]["annotations"]
 
 
-def test_route_table_covers_every_traffic_class():
-    assert {r.traffic_class for r in mesh.ROUTES} == set(naming.TRAFFIC_CLASSES)
+def test_route_table_covers_every_workload():
+    from traffic import model
+    assert model.WORKLOADS == naming.TRAFFIC_CLASSES
+    assert {c.workload for c in model.load().classes} == set(naming.TRAFFIC_CLASSES)

@@ -137,7 +137,7 @@ def test_destination_rule_without_outlier_detection_is_rejected(records):
 def test_route_weights_not_summing_to_100_are_rejected(records):
     bad = edited(first(records("prod"), "VirtualService"), lambda i: i["spec"]["http"][1]["route"][1].update(weight=20))
     assert violations(guardrails.route_weights_sum_to_100, bad) == [
-        "VirtualService 'automata-edge' route 'api' weights sum to 110, not 100"]
+        "VirtualService 'automata-edge' route 'compute' weights sum to 110, not 100"]
 
 
 def test_route_to_an_undefined_subset_is_rejected(records):

@@ -1,0 +1,58 @@
+"""The traffic policy (traffic/policy.yml) as NGINX configuration blocks.
+
+The model and its renderer live in the repository's `traffic` package, which
+Pulumi imports too; this plugin imports it by path (the role sits at
+roles/nginx_lb in the same checkout), so the edge and the mesh render the one
+model with one piece of code (docs/decisions.md, D5).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ansible.errors import AnsibleFilterError
+
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from traffic import model, nginx  # noqa: E402
+
+
+def policy_problem(policy_file: str, overrides: dict | None = None) -> str:
+    """'' when the policy (with the inventory's overrides) is valid, else the
+    message naming the field."""
+    try:
+        model.load(policy_file, overrides or {})
+    except model.PolicyError as exc:
+        return str(exc)
+    return ""
+
+
+def classes(policy_file: str, overrides: dict | None = None) -> dict:
+    """{class name: balance} of the policy ({} when it is invalid: the policy
+    check reports that)."""
+    try:
+        return {c.name: c.balance for c in model.load(policy_file, overrides or {}).classes}
+    except model.PolicyError:
+        return {}
+
+
+def render(policy_file: str, overrides: dict | None, servers: list, canary_servers: list, options: dict) -> dict:
+    try:
+        policy = model.load(policy_file, overrides or {})
+        opts = nginx.Options(max_fails=int(options["max_fails"]), fail_timeout=str(options["fail_timeout"]),
+                             keepalive=int(options["keepalive"]), keepalive_timeout=str(options["keepalive_timeout"]),
+                             zone_size=str(options["zone_size"]), drained=tuple(options["drained"]))
+        rendered = nginx.render(policy, nginx.servers_from(servers), nginx.servers_from(canary_servers), opts,
+                                health_path=options["health_path"], health_class=options["health_class"])
+    except model.PolicyError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    return vars(rendered)
+
+
+class FilterModule:
+    def filters(self) -> dict:
+        return {"nginx_lb_policy_problem": policy_problem, "nginx_lb_policy": render,
+                "nginx_lb_policy_classes": classes}

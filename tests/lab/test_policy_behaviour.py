@@ -1,0 +1,218 @@
+"""One traffic class behaves the same on NGINX and HAProxy (edge-1).
+
+Both load balancers render the same policy (traffic/policy.yml plus the lab's
+overrides); these tests send the same traffic to both and compare what
+clients see.  Each request or test is its own client through the trusted lab
+gateway (X-Forwarded-For), so per-client limits of one test never leak into
+another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from websockets.sync.client import connect as ws_connect
+
+from haproxy_lab import node, server_states, wait_for, wait_until_settled
+from labkit import lab_policy
+from nginx_lab import tls_context
+
+POLICY = lab_policy()
+LBS = ["nginx", "haproxy"]
+_addresses = itertools.count(random.randrange(0, 5000))
+
+
+def client_ip() -> str:
+    """A fresh client address from 198.18.0.0/15 (RFC 2544), never reused soon."""
+    n = next(_addresses) % 60000
+    return f"198.{18 + n // 30000}.{(n // 250) % 120 + 120}.{n % 250 + 1}"
+
+
+def base_url(edge: dict, lb: str) -> str:
+    return edge["endpoints"]["nginx_https" if lb == "nginx" else "haproxy_http"]
+
+
+@pytest.fixture
+def http(edge, ca_cert):
+    clients = {lb: httpx.Client(base_url=base_url(edge, lb), verify=tls_context(ca_cert), timeout=30) for lb in LBS}
+    yield clients
+    for c in clients.values():
+        c.close()
+
+
+# --- rate + burst -------------------------------------------------------------------
+
+@pytest.mark.parametrize("cls", ["api", "auth"])
+def test_rate_and_burst_mean_the_same_on_both(http, cls):
+    """burst + 1 requests at once pass, then only what refilled: on both, the
+    same count within one request per refill interval that elapsed."""
+    rate = POLICY.traffic_class(cls).rate
+    path = POLICY.traffic_class(cls).paths[0] + "burst"
+    passed = {}
+    for lb in LBS:
+        who = {"x-forwarded-for": client_ip()}
+        started = time.monotonic()
+        codes = [http[lb].get(path, headers=who).status_code for _ in range(rate.burst + 15)]
+        elapsed = time.monotonic() - started
+        assert 429 not in codes[:rate.burst + 1], (lb, codes)
+        assert 429 in codes, (lb, codes)
+        passed[lb] = (len(codes) - codes.count(429), int(rate.per_second * elapsed) + 1)
+    for lb, (count, refill) in passed.items():
+        assert rate.burst + 1 <= count <= rate.burst + 1 + refill, (lb, passed)
+    print(f"{cls}: rate {rate.per_second}/s burst {rate.burst}: passed {passed}")
+
+
+def test_a_client_refused_on_one_class_is_served_on_another_on_both(http):
+    for lb in LBS:
+        who = {"x-forwarded-for": client_ip()}
+        burst = POLICY.traffic_class("auth").rate.burst
+        codes = [http[lb].get("/auth/x", headers=who).status_code for _ in range(burst + 10)]
+        assert 429 in codes, lb
+        assert http[lb].get("/api/x", headers=who).status_code == 200, lb
+
+
+# --- stickiness ---------------------------------------------------------------------
+
+def _ws_instance(edge: dict, lb: str, ca_cert: str, ip: str) -> str:
+    url = base_url(edge, lb).replace("https://", "wss://").replace("http://", "ws://") + "/ws"
+    ssl = tls_context(ca_cert) if url.startswith("wss://") else None
+    with ws_connect(url, ssl=ssl, additional_headers={"x-forwarded-for": ip}, open_timeout=10, close_timeout=2) as ws:
+        hello = json.loads(ws.recv(timeout=10))
+        return hello["instance"]
+
+
+@pytest.mark.parametrize("lb", LBS)
+def test_sticky_class_pins_each_client_on_both(edge, ca_cert, lb):
+    assert POLICY.traffic_class("websocket").balance == "sticky_client"
+    pinned = {}
+    for _ in range(6):
+        ip = client_ip()
+        seen = {_ws_instance(edge, lb, ca_cert, ip) for _ in range(3)}
+        assert len(seen) == 1, f"{lb}: client {ip} reconnected to {seen}"
+        pinned[ip] = seen.pop()
+    assert len(set(pinned.values())) >= 2, (lb, pinned)  # pinning, not a pool of one
+
+
+# --- timeouts -----------------------------------------------------------------------
+
+def test_ai_calls_outlive_the_api_response_timeout_class_by_class(http):
+    # The ai class's response timeout (300 s) is its own on both: a 3 s call
+    # streams through, while the api class (60 s) is not touched by it.
+    ai = POLICY.traffic_class("ai")
+    assert ai.timeouts.response_ms > POLICY.traffic_class("api").timeouts.response_ms
+    for lb in LBS:
+        r = http[lb].get("/ai/slow", params={"seconds": 3}, headers={"x-forwarded-for": client_ip()})
+        assert r.status_code == 200 and r.json()["seconds"] == 3, (lb, r.status_code)
+
+
+# --- retries ------------------------------------------------------------------------
+
+@pytest.fixture
+def settled_lbs():
+    host = node("edge-1")
+    wait_until_settled(host, [c.name for c in POLICY.classes])
+    return host
+
+
+def test_failed_idempotent_requests_are_retried_and_posts_are_not(http, fault, settled_lbs, lab):
+    # backend-2 answers 503 to every request.  A POST it failed reaches the
+    # client (it may have run); a GET is tried on another server.  Both LBs.
+    assert POLICY.traffic_class("api").retries.idempotent_only
+    for lb in LBS:
+        fault("backend-2", error_rate=1.0, error_status=503)
+        try:
+            posts = [http[lb].post("/api/retry", headers={"x-forwarded-for": client_ip()}) for _ in range(12)]
+            gets = [http[lb].get("/api/retry", headers={"x-forwarded-for": client_ip()}) for _ in range(30)]
+        finally:
+            httpx.delete(next(b for b in lab["backends"] if b["name"] == "backend-2")["endpoints"]["admin"] + "/fault",
+                         timeout=5)
+        assert 503 in [r.status_code for r in posts], (lb, [r.status_code for r in posts])
+        assert [r.status_code for r in gets] == [200] * len(gets), lb
+        assert "backend-2" not in {r.headers.get("x-backend-instance") for r in gets}, lb
+        # HAProxy's circuit breaker took backend-2 out; let it come back.
+        wait_for(lambda: all(s.status == "UP" for s in server_states(settled_lbs, "api").values()), timeout=30)
+
+
+@dataclass
+class Stream:
+    """Steady idempotent requests (GET /api/...) to one LB, each its own client."""
+
+    url: str
+    verify: object
+    results: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(3)]
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 90  # bounded whatever happens
+        with httpx.Client(base_url=self.url, verify=self.verify, timeout=30) as c:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                try:
+                    r = c.get("/api/steady", headers={"x-forwarded-for": client_ip()})
+                    self.results[r.status_code] += 1
+                    if r.status_code != 200:
+                        self.failures.append(f"HTTP {r.status_code}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                time.sleep(0.03)
+
+    def __enter__(self) -> Stream:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=40)
+
+
+def test_a_backend_killed_under_load_costs_no_request_on_either(edge, lab, ca_cert, settled_lbs, http):
+    from lab.podman import podman
+
+    victim = next(b for b in lab["backends"] if b["name"] == "backend-3")
+    streams = {lb: Stream(base_url(edge, lb), tls_context(ca_cert)) for lb in LBS}
+    try:
+        with streams["nginx"], streams["haproxy"]:
+            time.sleep(2)
+            podman("kill", "--signal", "KILL", victim["container"])
+            # Until HAProxy's checks have taken it out, and a while after.
+            wait_for(lambda: server_states(settled_lbs, "api")["backend-3"].status.startswith("DOWN"), timeout=30)
+            time.sleep(3)
+    finally:
+        podman("start", victim["container"])  # never leave the lab short of a backend
+    for lb, stream in streams.items():
+        print(f"{lb}: {dict(stream.results)}, {len(stream.failures)} failed")
+        assert sum(stream.results.values()) > 50, lb
+        assert stream.failures == [], (lb, stream.failures[:5])
+    # Back on both: HAProxy's checks see it UP, NGINX sends it requests again.
+    wait_for(lambda: server_states(settled_lbs, "api")["backend-3"].status == "UP", timeout=60, interval=1)
+    wait_for(lambda: http["nginx"].get("/health").headers.get("x-backend-instance") == "backend-3",
+             timeout=60, interval=0.3)
+
+
+# --- one change, both load balancers, hitless ---------------------------------------
+
+def test_a_malformed_policy_is_refused_before_any_host_changes(converge):
+    edge1 = node("edge-1")
+    before = (edge1.file("/etc/nginx/conf.d/routes.conf").sha256sum, edge1.file("/etc/haproxy/haproxy.cfg").sha256sum)
+    from labkit import lab_policy_overrides
+    from traffic.model import deep_merge
+    bad = deep_merge(lab_policy_overrides(), {"classes": {"api": {"rate": {"burst": -1}}}})
+    result = converge({"traffic_policy_overrides": bad})
+    assert result.rc != 0
+    assert "classes.api.rate.burst: must be >= 0, got -1" in result.output
+    assert all(n == 0 for n in result.changed.values()), result.output[-3000:]
+    assert (edge1.file("/etc/nginx/conf.d/routes.conf").sha256sum,
+            edge1.file("/etc/haproxy/haproxy.cfg").sha256sum) == before
