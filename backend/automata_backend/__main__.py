@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 
 from . import logs
 from .server import serve
 from .state import Backend, InvalidField, Settings
+from .tuning import VARIABLES, Tuning
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python3 -m automata_backend", description=__doc__)
+    epilog = "environment (tuning, checked at start):\n" + "\n".join(
+        f"  {name:30} {doc}" for name, (_, _, doc) in VARIABLES.items())
+    parser = argparse.ArgumentParser(prog="python3 -m automata_backend", description=__doc__, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--instance", required=True, help="name in X-Backend-Instance, e.g. backend-1")
     parser.add_argument("--version", required=True, help="name in X-Backend-Version, e.g. stable or canary")
     parser.add_argument("--host", default="127.0.0.1", help="main app address (default 127.0.0.1)")
@@ -28,13 +34,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.settings = Settings(args.instance, args.version, args.grace_period, args.max_connections)
     except InvalidField as exc:
         parser.error(f"--{exc.field.replace('_', '-')} {exc.message}")
+    try:
+        args.tuning = Tuning.from_env(os.environ)
+    except InvalidField as exc:
+        parser.error(f"{exc.field} {exc.message}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.instance)
-    backend = Backend(args.settings)
+    logging.getLogger("automata_backend").info("tuning", extra={"fields": args.tuning.describe()})
+    backend = Backend(args.settings, tuning=args.tuning)
     return asyncio.run(serve(backend, args.host, args.port, args.admin_host, args.admin_port))
 
 

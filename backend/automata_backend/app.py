@@ -19,8 +19,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from .load_balancer import BalancerClosed, DeadlineExceeded, LoadBalancerError, NoEndpointAvailable
 from .metrics import Metrics
 from .state import Backend, InvalidField, PoolTimeout, Refusal
+from .tuning import ENV_OF
 
 access_log = logging.getLogger("automata_backend.access")
 
@@ -126,11 +128,11 @@ def create_app(backend: Backend) -> ASGIApp:
     def refused(refusal: Refusal) -> JSONResponse:
         return JSONResponse({"error": refusal.reason, **identity}, status_code=refusal.status)
 
-    def traffic(handler: Callable[[Request], Awaitable[Response]], *, uses_db: bool):
-        """Wrap a traffic-class endpoint: faults and the breaker apply here,
-        never to health or metrics."""
+    def traffic(handler: Callable[[Request], Awaitable[Response]], *, uses_db: bool, traffic_class: str):
+        """Wrap a traffic-class endpoint: the instance's class, its request
+        timeout, faults and the breaker apply here, never to health or metrics."""
 
-        async def endpoint(request: Request) -> Response:
+        async def run(request: Request) -> Response:
             refusal = await backend.admit()
             if refusal:
                 return refused(refusal)
@@ -141,6 +143,22 @@ def create_app(backend: Backend) -> ASGIApp:
                     return await handler(request)
             except PoolTimeout:
                 return refused(Refusal(503, "database pool exhausted"))
+
+        async def endpoint(request: Request) -> Response:
+            if not backend.serves(traffic_class):
+                return JSONResponse({"error": f"route of the {traffic_class} class; this instance serves "
+                                              f"{backend.tuning.traffic_class}", **identity}, status_code=404)
+            limit = backend.tuning.request_timeout
+            if limit is None:
+                return await run(request)
+            deadline = asyncio.timeout(limit)
+            try:
+                async with deadline:
+                    return await run(request)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                return refused(Refusal(504, f"request ran longer than {ENV_OF['request_timeout']} ({limit:g} s)"))
 
         return endpoint
 
@@ -182,6 +200,34 @@ def create_app(backend: Backend) -> ASGIApp:
 
         return StreamingResponse(chunks(), media_type="application/x-ndjson")
 
+    async def ai_call(request: Request) -> Response:
+        """The API calling the AI pool through the client-side balancer: the
+        same method, path (under /ai/) and query; the answer wraps the AI
+        instance's response, so a caller sees both hops."""
+        pool = backend.ai_pool
+        if pool is None:
+            return refused(Refusal(503, f"no AI pool configured ({ENV_OF['ai_pool']})"))
+        forwarded = {name: request.headers[name] for name in ("x-request-id", "content-type")
+                     if name in request.headers}
+        try:
+            r = await pool.request(request.method, "/ai/" + request.path_params["path"],
+                                   params=list(request.query_params.multi_items()),
+                                   headers=forwarded, content=await request.body() or None)
+        except (NoEndpointAvailable, BalancerClosed) as exc:
+            return refused(Refusal(503, str(exc)))
+        except DeadlineExceeded as exc:
+            return refused(Refusal(504, str(exc)))
+        except LoadBalancerError as exc:
+            return refused(Refusal(502, str(exc)))
+        try:
+            answer = r.json()
+        except ValueError:
+            answer = r.text
+        # A 5xx the balancer could not route around is the AI pool's failure,
+        # not this instance's: 502, with the AI's own status in the body.
+        return JSONResponse({**identity, "ai_endpoint": r.request.url.netloc.decode(), "ai_status": r.status_code,
+                             "ai": answer}, status_code=502 if r.status_code >= 500 else r.status_code)
+
     async def health(request: Request) -> Response:
         status = backend.readiness()
         return JSONResponse({"status": status, **identity, "uptime_seconds": round(backend.uptime, 3)},
@@ -207,6 +253,12 @@ def create_app(backend: Backend) -> ASGIApp:
             "websockets": {"status": "ok", "open": backend.websockets_open},
             "uptime": {"status": "ok", "seconds": round(backend.uptime, 3)},
         }
+        if backend.ai_pool is not None:
+            endpoints = backend.ai_pool.snapshot()
+            usable = sum(e["healthy"] and e["breaker"] == "closed" and not e["draining"] for e in endpoints)
+            components["ai_pool"] = {"status": "ok" if usable else "unavailable",
+                                     "strategy": backend.ai_pool.config.strategy,
+                                     "discovery": backend.ai_pool.discovery.description, "endpoints": endpoints}
         return JSONResponse({"status": status, **identity, "components": components},
                             status_code=200 if status == "healthy" else 503)
 
@@ -217,7 +269,11 @@ def create_app(backend: Backend) -> ASGIApp:
         return JSONResponse(metrics.performance())
 
     async def websocket(ws: WebSocket) -> None:
-        refusal = Refusal(503, "draining") if backend.draining else await backend.admit()
+        if not backend.serves("websocket"):
+            refusal: Refusal | None = Refusal(404, f"route of the websocket class; this instance serves "
+                                                   f"{backend.tuning.traffic_class}")
+        else:
+            refusal = Refusal(503, "draining") if backend.draining else await backend.admit()
         if refusal:
             await ws.send_denial_response(refused(refusal))
             return
@@ -259,9 +315,11 @@ def create_app(backend: Backend) -> ASGIApp:
         Route("/health/detailed", health_detailed),
         Route("/metrics", prometheus),
         Route("/metrics/performance", performance),
-        Route("/api/{path:path}", traffic(api, uses_db=True), methods=ALL_METHODS),
-        Route("/auth/{path:path}", traffic(api, uses_db=True), methods=ALL_METHODS),
-        Route("/ai/{path:path}", traffic(ai, uses_db=False), methods=ALL_METHODS),
+        # Before /api/{path}: the more specific route wins in list order.
+        Route("/api/ai/{path:path}", traffic(ai_call, uses_db=False, traffic_class="api"), methods=ALL_METHODS),
+        Route("/api/{path:path}", traffic(api, uses_db=True, traffic_class="api"), methods=ALL_METHODS),
+        Route("/auth/{path:path}", traffic(api, uses_db=True, traffic_class="api"), methods=ALL_METHODS),
+        Route("/ai/{path:path}", traffic(ai, uses_db=False, traffic_class="ai"), methods=ALL_METHODS),
         WebSocketRoute("/ws", websocket),
     ]
     app = Starlette(routes=routes, exception_handlers={InvalidField: _invalid_field})

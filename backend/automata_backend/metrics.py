@@ -11,7 +11,7 @@ from collections import Counter as Tally
 from collections import defaultdict, deque
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 if TYPE_CHECKING:
     from .state import Backend
@@ -27,6 +27,17 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 def _percentile(sorted_values: list[float], p: float) -> float:
     """Nearest-rank percentile of an already sorted, non-empty list."""
     return sorted_values[max(math.ceil(p / 100 * len(sorted_values)) - 1, 0)]
+
+
+class _Include:
+    """Serve another registry's metrics (the AI pool's automata_lb_*) as
+    part of this one, so /metrics stays one scrape per instance."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self):
+        return self._registry.collect()
 
 
 class Metrics:
@@ -47,8 +58,14 @@ class Metrics:
                                             lambda: backend.active),
             "automata_max_connections": ("Concurrent connections accepted before answering 503",
                                          lambda: backend.settings.max_connections),
-            "automata_circuit_breaker_open": ("1 while the downstream circuit breaker is open",
-                                              lambda: backend.breaker.state == "open"),
+            # Kept unlabelled for the dashboards: 1 while the simulated
+            # downstream's breaker is open or any AI endpoint's breaker is not
+            # closed (open, or half-open awaiting its trial); the per-endpoint
+            # view is automata_lb_circuit_breaker_open{pool,endpoint}.
+            "automata_circuit_breaker_open": ("1 while the downstream circuit breaker is open or any AI pool "
+                                              "endpoint's breaker is open or half-open",
+                                              lambda: backend.breaker.state == "open" or (
+                                                  backend.ai_pool is not None and backend.ai_pool.any_breaker_open())),
             "automata_websocket_connections": ("Open WebSocket connections",
                                                lambda: backend.websockets_open),
             "automata_db_connections_active": ("Simulated DB pool connections checked out",
@@ -58,6 +75,11 @@ class Metrics:
         }
         for name, (doc, read) in gauges.items():
             Gauge(name, doc, registry=registry).set_function(read)
+        # CPU, memory and descriptors of this process (process_*), for the
+        # dashboard's resource panels where no cAdvisor runs (the lab, VMs).
+        ProcessCollector(registry=registry)
+        if backend.ai_pool is not None:
+            registry.register(_Include(backend.ai_pool.registry))
 
         self._backend = backend
         self._samples: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=WINDOW))

@@ -5,7 +5,8 @@ Drain order (one log line per phase):
    so new connections are refused (which balancers retry safely elsewhere);
 2. open WebSockets are closed with 1001 "going away";
 3. in-flight HTTP requests finish; idle keep-alive connections are closed;
-4. whatever still runs when the grace period ends is cancelled.
+4. whatever still runs when the grace period ends is cancelled;
+then the AI pool's balancer closes its connection pools.
 Exit status 0 after a clean drain, 1 if the grace period cut something.
 """
 
@@ -87,6 +88,8 @@ async def serve(backend: Backend, host: str, port: int, admin_host: str, admin_p
         # keep-alive connection until the peer's delayed ACK (~40 ms).
         # Linux copies the option from the listener to accepted sockets.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # The AI pool is resolved before the first request can need it.
+    await backend.start()
     servers = [asyncio.ensure_future(server.serve(sockets=[sock]))
                for server, sock in zip((main, admin), sockets)]
     stopping = asyncio.ensure_future(stop.wait())
@@ -96,6 +99,7 @@ async def serve(backend: Backend, host: str, port: int, admin_host: str, admin_p
         for task in servers:
             task.cancel()
         await asyncio.gather(*servers, return_exceptions=True)
+        await backend.stop(0)
         log.error("a server stopped unexpectedly; exiting")
         return 1
 
@@ -118,9 +122,12 @@ async def serve(backend: Backend, host: str, port: int, admin_host: str, admin_p
     _phase("requests_drained" if clean else "grace_period_expired",
            in_flight_at_start=in_flight, cut=backend.inflight_http)
     await servers[0]
+    # Requests are drained, so the AI pool has nothing left in flight unless
+    # the grace period cut it; its pools close within what is left of it.
+    pool_clean = await backend.stop(max(deadline - loop.time(), 0.0))
 
     admin.should_exit = True
     await servers[1]
-    clean = clean and closed
+    clean = clean and closed and pool_clean
     _phase("stopped", clean=clean)
     return 0 if clean else 1

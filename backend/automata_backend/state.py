@@ -1,5 +1,6 @@
 """Per-instance state: settings, injected faults, the simulated downstream
-circuit breaker and database pool.
+circuit breaker and database pool, and the client-side balancer of the
+AI pool.
 
 Nothing here is global, so tests can build several instances in one process.
 """
@@ -14,18 +15,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from .errors import InvalidField
+from .tuning import Tuning
+
+__all__ = ["Backend", "CircuitBreaker", "DbPool", "InvalidField", "PoolTimeout", "Refusal", "Settings"]
+
 # Header values must stay plain tokens: they are echoed in X-Backend-* headers
 # and used as Prometheus-friendly identifiers by the lab.
 _TOKEN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-class InvalidField(ValueError):
-    """A request or setting names a value we refuse; `field` says which one."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -155,13 +152,17 @@ class Refusal:
 class Backend:
     """Everything one instance knows; shared by its main and admin apps."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic,
+                 tuning: Tuning | None = None) -> None:
         self.settings = settings
+        self.tuning = tuning = tuning or Tuning()
         self.clock = clock
         self.started = clock()
         self.faults = dict(DEFAULT_FAULTS)
-        self.breaker = CircuitBreaker(clock=clock)
-        self.pool = DbPool()
+        self.breaker = self._new_breaker()
+        self.pool = DbPool(tuning.max_connections, tuning.pool_size, tuning.pool_timeout)
+        # The AI pool this instance calls (/api/ai/...), when it has one.
+        self.ai_pool = tuning.ai_balancer()
         self.rng = random.Random()
         self.draining = False
         self.drain_started = asyncio.Event()
@@ -188,8 +189,26 @@ class Backend:
         # A reset returns the instance to a clean state, breaker included, so a
         # test that injected errors cannot leave it failing fast for 5 minutes.
         self.faults = dict(DEFAULT_FAULTS)
-        self.breaker = CircuitBreaker(clock=self.clock)
+        self.breaker = self._new_breaker()
         return dict(self.faults)
+
+    def _new_breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(self.tuning.failure_threshold, self.tuning.recovery_timeout, clock=self.clock)
+
+    async def start(self) -> None:
+        """Start what runs beside the servers (the AI pool's discovery and
+        health checks)."""
+        if self.ai_pool is not None:
+            await self.ai_pool.start()
+
+    async def stop(self, grace: float) -> bool:
+        """Close the AI pool: calls still in flight get up to `grace` seconds."""
+        if self.ai_pool is None:
+            return True
+        return await self.ai_pool.aclose(grace)
+
+    def serves(self, traffic_class: str) -> bool:
+        return self.tuning.serves(traffic_class)
 
     def start_drain(self) -> None:
         self.draining = True

@@ -75,10 +75,11 @@ def _command(instance: str, port: int, admin_port: int, *args: str) -> list[str]
 
 @pytest.fixture
 def run_backend():
-    """run_backend(port, admin_port) runs the process to completion (for startup failures)."""
+    """run_backend(port, admin_port, env={...}) runs the process to completion
+    (for startup failures); `env` adds variables such as AUTOMATA_POOL_SIZE."""
 
-    def run(port: int, admin_port: int) -> subprocess.CompletedProcess:
-        return subprocess.run(_command("backend-1", port, admin_port), env=_ENV,
+    def run(port: int, admin_port: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(_command("backend-1", port, admin_port), env={**_ENV, **(env or {})},
                               capture_output=True, text=True, timeout=10)
 
     return run
@@ -92,6 +93,14 @@ class Process:
     ws_url: str
     log: Path
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
     def output(self) -> str:
         return self.log.read_text()
 
@@ -104,14 +113,16 @@ class Process:
 @pytest.fixture(scope="module")
 def start_backend(tmp_path_factory):
     """start_backend("--grace-period", "5") runs the real process and waits until
-    it is live; every process still running is killed when the module ends."""
+    it is live; every process still running is killed when the module ends.
+    `env` adds environment variables; `port` reuses a port (a restart)."""
     tmp_path = tmp_path_factory.mktemp("backend")
     started: list[Process] = []
 
-    def start(*args: str, instance: str = "backend-1") -> Process:
-        port, admin_port = free_port(), free_port()
-        log = tmp_path / f"{instance}-{port}.log"
-        proc = subprocess.Popen(_command(instance, port, admin_port, *args), env=_ENV,
+    def start(*args: str, instance: str = "backend-1", env: dict[str, str] | None = None,
+              port: int | None = None) -> Process:
+        port, admin_port = port or free_port(), free_port()
+        log = tmp_path / f"{instance}-{port}-{len(started)}.log"
+        proc = subprocess.Popen(_command(instance, port, admin_port, *args), env={**_ENV, **(env or {})},
                                 stdout=log.open("w"), stderr=subprocess.STDOUT)
         p = Process(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
                     f"ws://127.0.0.1:{port}/ws", log)
