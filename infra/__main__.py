@@ -16,13 +16,14 @@ from infra import mesh, naming, settings  # noqa: E402
 from infra.autoscaling import Autoscaler, AutoscalerArgs  # noqa: E402
 from infra.local import LocalEnvironment, LocalEnvironmentArgs  # noqa: E402
 from infra.mesh_install import IstioInstall, IstioInstallArgs  # noqa: E402
+from infra.monitoring import Monitoring, MonitoringArgs  # noqa: E402
 from infra.namespace import BackendNamespace, BackendNamespaceArgs, runtime_config_hash  # noqa: E402
 from infra.workload import BackendWorkload, WorkloadArgs, stable_replicas  # noqa: E402
 
 cfg = settings.load()
 
 if cfg.platform == "docker":
-    local = LocalEnvironment("local", LocalEnvironmentArgs(images=cfg.images, local=cfg.local))
+    local = LocalEnvironment("local", LocalEnvironmentArgs(images=cfg.images, local=cfg.local, policy=cfg.traffic))
     pulumi.export("endpoints", local.endpoints)
 else:
     # Istio comes first: pods created before its injector exists get no sidecar.
@@ -55,8 +56,13 @@ else:
         services[cls] = naming.service_host(cls, cfg.cluster.namespace)
     if cfg.mesh.enabled:
         mesh.ServiceMesh("mesh", mesh.MeshArgs(namespace=ns.name, namespace_name=cfg.cluster.namespace, mesh=cfg.mesh,
-                                               workloads=cfg.workloads, tracks=cfg.images.tracks(), stack=pulumi.get_stack()),
+                                               workloads=cfg.workloads, tracks=cfg.images.tracks(), stack=pulumi.get_stack(),
+                                               policy=cfg.traffic),
                          after_mesh)
         pulumi.export("hosts", list(cfg.mesh.hosts))
+    if cfg.monitoring.enabled:
+        Monitoring("monitoring", MonitoringArgs(namespace=ns.name, namespace_name=cfg.cluster.namespace,
+                                                monitoring=cfg.monitoring, mesh=cfg.mesh.enabled),
+                   after_mesh)
     pulumi.export("namespace", ns.name)
     pulumi.export("services", services)

@@ -2,9 +2,9 @@
 Podman host (pulumi-docker), with the same backend image as the cluster.
 
 Ports follow docs/lab.md and are published on 127.0.0.1 only.  The proxy
-configs are deliberately small: the production edge configuration is the
-Ansible roles' job; this is a developer loop with the same routes
-(/ws sticky, /ai with long timeouts, everything else least-connections).
+configs carry the traffic policy (traffic/policy.yml) rendered by the same
+renderers as the edge roles, so routes, limits, timeouts, retries, canary and
+headers behave as on the edge; tuning, TLS and logs stay the roles' job.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
+import yaml
 
 from infra import naming
 from infra.settings import ImageSettings, LocalSettings
+from monitoring import dashboard, rules
+from traffic import haproxy, nginx
+from traffic.model import Policy
 
 LOOPBACK = "127.0.0.1"
 # host port: (container, container port) -- docs/lab.md's map
@@ -27,13 +31,20 @@ PUBLISHED = {
 }
 CONFIG_PATHS = {
     "nginx": "/etc/nginx/nginx.conf",
+    "nginx-proxy-params": "/etc/nginx/proxy_params",
     "haproxy": "/usr/local/etc/haproxy/haproxy.cfg",
+    "haproxy-map": "/usr/local/etc/haproxy/rate_limits.map",
     "prometheus": "/etc/prometheus/prometheus.yml",
+    "prometheus-rules": "/etc/prometheus/automata-lb.rules.yml",
     "grafana": "/etc/grafana/provisioning/datasources/prometheus.yaml",
+    "grafana-dashboards": "/etc/grafana/provisioning/dashboards/automata.yaml",
+    "grafana-dashboard-json": "/var/lib/grafana/dashboards/load-balancer-dashboard.json",
 }
+# NGINX's stub_status, on the local network only, for the exporter.
+NGINX_STATUS_PORT = 8090
+NGINX_EXPORTER_PORT = 9113
 NETWORK = "automata-local"
 GRACE_PERIOD = 30  # seconds a stopped backend container drains
-AI_TIMEOUT = 300  # seconds, the spec's AI pool with longer timeouts
 
 
 @dataclass(frozen=True)
@@ -49,87 +60,120 @@ def backends(images: ImageSettings, local: LocalSettings) -> list[Backend]:
     return stable + canary
 
 
-def nginx_conf(pool: list[Backend]) -> str:
-    servers = "".join(f"        server {b.name}:{naming.CONTAINER_PORT} max_fails=3 fail_timeout=10s;\n" for b in pool)
+def _indent(text: str, by: int) -> str:
+    return "\n".join((" " * by + line) if line else line for line in text.splitlines())
+
+
+def _nginx_servers(pool: list[Backend], track: str) -> list[nginx.Server]:
+    return [nginx.Server(b.name, b.name, naming.CONTAINER_PORT) for b in pool if b.track == track]
+
+
+# What the role's proxy_params carries, for the image that has none.
+NGINX_PROXY_PARAMS = """proxy_http_version 1.1;
+proxy_set_header Host $host;
+proxy_set_header X-Real-IP $remote_addr;
+proxy_set_header X-Forwarded-For $lb_forwarded_for;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_set_header X-Request-ID $lb_request_id;
+"""
+
+
+def nginx_conf(pool: list[Backend], policy: Policy) -> str:
+    """The local NGINX: the traffic policy's blocks (traffic/nginx.py), plain
+    HTTP (the local stack has no certificates: TLS and HSTS are not rendered)."""
+    r = nginx.render(policy, _nginx_servers(pool, "stable"), _nginx_servers(pool, "canary"))
     return f"""worker_processes auto;
 events {{ worker_connections 4096; }}
 http {{
-    upstream api {{
-        least_conn;
-{servers}    }}
-    upstream websocket {{
-        hash $remote_addr consistent;
-{servers}    }}
-    map $http_upgrade $connection_upgrade {{ default upgrade; "" close; }}
+    map $http_x_request_id $lb_request_id {{
+        default $request_id;
+        "~^[A-Za-z0-9._:-]{{8,128}}$" $http_x_request_id;
+    }}
+    map $http_upgrade $lb_connection_upgrade {{
+        default upgrade;
+        "" "";
+    }}
+{r.http}
+
+{_indent(r.upstreams, 4)}
+
     server {{
         listen 80;
-        location /ws {{
-            proxy_pass http://websocket;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_read_timeout 3600s;
-        }}
-        location /ai {{
-            proxy_pass http://api;
-            proxy_read_timeout {AI_TIMEOUT}s;
-        }}
+    {_indent(r.headers, 4).lstrip()}
+{_indent(r.health, 8)}
+{_indent(r.routes, 8)}
         location / {{
-            proxy_pass http://api;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            return 404;
+        }}
+    }}
+
+    server {{
+        listen {NGINX_STATUS_PORT};
+        location = /stub_status {{
+            stub_status;
         }}
     }}
 }}
 """
 
 
-def haproxy_cfg(pool: list[Backend]) -> str:
-    servers = "".join(
-        f"    server {b.name} {b.name}:{naming.CONTAINER_PORT} check{' weight 10' if b.track == 'canary' else ''}\n"
-        for b in pool
-    )
+def _haproxy_servers(pool: list[Backend], track: str) -> list[haproxy.Server]:
+    return [haproxy.Server(b.name, b.name, naming.CONTAINER_PORT) for b in pool if b.track == track]
+
+
+def haproxy_cfg(pool: list[Backend], policy: Policy) -> str:
+    """The local HAProxy: the traffic policy's blocks (traffic/haproxy.py),
+    plain HTTP, names resolved by the container engine's DNS."""
+    r = haproxy.render(policy, _haproxy_servers(pool, "stable"), _haproxy_servers(pool, "canary"),
+                       haproxy.Options(check_path=naming.LIVENESS_PATH, rate_map=CONFIG_PATHS["haproxy-map"]))
     return f"""global
     maxconn 40000
+{r.global_tls}
+    set-var proc.canary_percent int({r.canary_share})
 defaults
     mode http
-    timeout connect 5s
     timeout client 60s
-    timeout server 60s
-    timeout tunnel 3600s
+{r.defaults}
     # Backends may start after HAProxy; resolve their names when they appear.
     # resolv.conf points at Docker's or Podman's own DNS, whichever runs us.
-    default-server init-addr last,libc,none resolvers engine
+    default-server check init-addr last,libc,none resolvers engine
 resolvers engine
     parse-resolv-conf
+
+{r.tables}
 frontend main
     bind :8000
-    acl is_ws path_beg /ws
-    use_backend websocket if is_ws
-    default_backend api
+{r.frontend}
+
+{r.backends}
 frontend stats
     bind :8404
     http-request use-service prometheus-exporter if {{ path /metrics }}
     stats enable
     stats uri /haproxy-stats
-backend api
-    balance leastconn
-    option httpchk GET {naming.LIVENESS_PATH}
-{servers}backend websocket
-    balance source
-    option httpchk GET {naming.LIVENESS_PATH}
-{servers}"""
+"""
 
 
 def prometheus_yml(pool: list[Backend]) -> str:
-    targets = ", ".join(f'"{b.name}:{naming.CONTAINER_PORT}"' for b in pool)
-    return f"""global: {{scrape_interval: 15s}}
-scrape_configs:
-  - job_name: backend
-    metrics_path: {naming.METRICS_PATH}
-    static_configs: [{{targets: [{targets}]}}]
-  - job_name: haproxy
-    static_configs: [{{targets: ["haproxy:8404"]}}]
-"""
+    """Every tier, labelled as on the lab (instance = container name, backends
+    with their version), and the alert rules of monitoring/alerts.yml."""
+    config = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": [CONFIG_PATHS["prometheus-rules"]],
+        "scrape_configs": [
+            {"job_name": "backend", "metrics_path": naming.METRICS_PATH,
+             "static_configs": [{"targets": [f"{b.name}:{naming.CONTAINER_PORT}"],
+                                 "labels": {"instance": b.name, "version": b.track}} for b in pool]},
+            {"job_name": "haproxy", "static_configs": [{"targets": ["haproxy:8404"], "labels": {"instance": "haproxy"}}]},
+            {"job_name": "nginx", "static_configs": [{"targets": [f"nginx-exporter:{NGINX_EXPORTER_PORT}"],
+                                                      "labels": {"instance": "nginx"}}]},
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def alert_rules_yml() -> str:
+    return yaml.safe_dump(rules.rule_groups(rules.load()), sort_keys=False, width=200)
 
 
 def endpoints() -> dict[str, str]:
@@ -143,12 +187,18 @@ GRAFANA_DATASOURCE = """apiVersion: 1
 datasources:
   - {name: Prometheus, type: prometheus, access: proxy, url: "http://prometheus:9090", isDefault: true}
 """
+# Grafana loads every dashboard file of this folder at start.
+GRAFANA_DASHBOARDS = """apiVersion: 1
+providers:
+  - {name: automata, folder: Automata, type: file, options: {path: /var/lib/grafana/dashboards}}
+"""
 
 
 @dataclass(frozen=True)
 class LocalEnvironmentArgs:
     images: ImageSettings
     local: LocalSettings
+    policy: Policy
 
 
 class LocalEnvironment(pulumi.ComponentResource):
@@ -196,10 +246,15 @@ class LocalEnvironment(pulumi.ComponentResource):
             for b in pool
         ]
         configs = {
-            "nginx": nginx_conf(pool),
-            "haproxy": haproxy_cfg(pool),
+            "nginx": nginx_conf(pool, args.policy),
+            "nginx-proxy-params": NGINX_PROXY_PARAMS,
+            "haproxy": haproxy_cfg(pool, args.policy),
+            "haproxy-map": haproxy.rate_map(args.policy),
             "prometheus": prometheus_yml(pool),
+            "prometheus-rules": alert_rules_yml(),
             "grafana": GRAFANA_DATASOURCE,
+            "grafana-dashboards": GRAFANA_DASHBOARDS,
+            "grafana-dashboard-json": dashboard.render(),
         }
         refs = {"nginx": args.local.nginx_image, "haproxy": args.local.haproxy_image,
                 "prometheus": args.local.prometheus_image, "grafana": args.local.grafana_image}
@@ -207,9 +262,16 @@ class LocalEnvironment(pulumi.ComponentResource):
             svc: container(
                 svc, refs[svc],
                 ports=[docker.ContainerPortArgs(internal=inner, external=outer, ip=LOOPBACK) for outer, inner in PUBLISHED[svc]],
-                uploads=[docker.ContainerUploadArgs(file=CONFIG_PATHS[svc], content=configs[svc])],
+                uploads=[docker.ContainerUploadArgs(file=CONFIG_PATHS[name], content=configs[name])
+                         for name in CONFIG_PATHS if name.split("-")[0] == svc],
             )
             for svc in PUBLISHED
         }
+        # Reads NGINX's stub_status over the local network; published nowhere.
+        self.nginx_exporter = container(
+            "nginx-exporter", args.local.nginx_exporter_image,
+            command=[f"--nginx.scrape-uri=http://nginx:{NGINX_STATUS_PORT}/stub_status",
+                     f"--web.listen-address=:{NGINX_EXPORTER_PORT}"],
+        )
         self.endpoints = endpoints()
         self.register_outputs({"endpoints": self.endpoints})

@@ -172,7 +172,8 @@ def run(stack: str, overrides: dict[str, Any] | None = None) -> list[Record]:
 # mesh's security before the routes that open traffic.
 _KIND_ORDER = ["Namespace", "ConfigMap", "ServiceAccount", "Service", "Deployment", "PodDisruptionBudget",
                "HorizontalPodAutoscaler", "PeerAuthentication", "RequestAuthentication", "AuthorizationPolicy",
-               "DestinationRule", "Gateway", "VirtualService", "Telemetry"]
+               "DestinationRule", "Gateway", "VirtualService", "Telemetry",
+               "ServiceMonitor", "PodMonitor", "PrometheusRule"]
 # A Helm release is a Kubernetes-provider resource but not an object of the
 # cluster's API: it is rendered with its chart, version and values instead.
 HELM_RELEASE = "kubernetes:helm.sh/v3:Release"

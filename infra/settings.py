@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import pulumi
 
 from infra import naming
+from monitoring import rules as alert_rules
+from traffic import model as traffic_model
 
 Platform = Literal["kubernetes", "docker"]
 PLATFORMS = ("kubernetes", "docker")
@@ -254,11 +256,13 @@ class LocalSettings:
     haproxy_image: str
     prometheus_image: str
     grafana_image: str
+    nginx_exporter_image: str
 
     def __post_init__(self) -> None:
         _at_least("localBackends", self.backends, 1)
         for key, ref in (("localNginxImage", self.nginx_image), ("localHaproxyImage", self.haproxy_image),
-                         ("localPrometheusImage", self.prometheus_image), ("localGrafanaImage", self.grafana_image)):
+                         ("localPrometheusImage", self.prometheus_image), ("localGrafanaImage", self.grafana_image),
+                         ("localNginxExporterImage", self.nginx_exporter_image)):
             check_image(key, ref)
 
 
@@ -335,11 +339,8 @@ class MeshSettings:
     gateway_namespace: str
     gateway_min_replicas: int
     gateway_max_replicas: int
-    canary_weight: int  # percent of traffic for the canary subset
-    ab_header: str
-    ab_cookie: str
-    retry_attempts: int
-    websocket_idle_timeout: int
+    # Canary share, A/B rule, retries and timeouts are the traffic policy's
+    # (Settings.traffic, traffic/policy.yml).
     circuit_breaker: CircuitBreakerSettings
     mtls_mode: str
     jwt: JwtSettings
@@ -362,16 +363,39 @@ class MeshSettings:
         if self.gateway_min_replicas > self.gateway_max_replicas:
             raise ConfigError("meshGatewayMinReplicas", f"{self.gateway_min_replicas} is greater than "
                                                         f"{key_name('meshGatewayMaxReplicas')} ({self.gateway_max_replicas})")
-        if not 0 <= self.canary_weight <= 100:
-            raise ConfigError("canaryWeight", f"must be between 0 and 100 (percent), got {self.canary_weight}")
-        if not _HEADER.fullmatch(self.ab_header):
-            raise ConfigError("abHeader", f"{self.ab_header!r} is not a lower-case HTTP header name")
-        if not _COOKIE.fullmatch(self.ab_cookie):
-            raise ConfigError("abCookie", f"{self.ab_cookie!r} is not a cookie name")
-        _at_least("meshRetryAttempts", self.retry_attempts, 0)
-        _at_least("websocketIdleTimeout", self.websocket_idle_timeout, 1)
         if self.mtls_mode not in MTLS_MODES:
             raise ConfigError("mtlsMode", f"must be one of {', '.join(MTLS_MODES)}, got {self.mtls_mode!r}")
+
+
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    enabled: bool
+    install: bool
+    namespace: str
+    retention: str
+    storage_size: str
+    scrape_interval: str
+    selector_labels: dict[str, str]
+    # monitoring/alerts.yml with the stack's alertOverrides, checked.
+    alert_thresholds: dict
+    grafana_admin_secret: str
+    # A Pulumi secret; None when the Secret is managed outside Pulumi.
+    grafana_admin_password: pulumi.Output[str] | None
+
+    def __post_init__(self) -> None:
+        check_namespace("monitoringNamespace", self.namespace)
+        for key, value in (("monitoringRetention", self.retention), ("monitoringScrapeInterval", self.scrape_interval)):
+            if not _DURATION.match(value):
+                raise ConfigError(key, f"{value!r} needs a unit, like 15d, 12h or 30s")
+        memory_bytes("monitoringStorageSize", self.storage_size)
+        if not isinstance(self.selector_labels, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.selector_labels.items()):
+            raise ConfigError("monitoringSelectorLabels", f"must map label names to strings, got {self.selector_labels!r}")
+        if not re.fullmatch(_LABEL, self.grafana_admin_secret):
+            raise ConfigError("grafanaAdminSecret", f"{self.grafana_admin_secret!r} is not a valid Secret name")
 
 
 @dataclass(frozen=True)
@@ -386,6 +410,10 @@ class Settings:
     runtime: RuntimeSettings
     mesh: MeshSettings
     local: LocalSettings
+    # The traffic policy (traffic/policy.yml) with this stack's trafficPolicy
+    # overrides: routes, limits, timeouts, retries, canary, TLS, headers.
+    traffic: traffic_model.Policy
+    monitoring: MonitoringSettings
 
     def __post_init__(self) -> None:
         if self.platform not in PLATFORMS:
@@ -481,8 +509,43 @@ def load(config: pulumi.Config | None = None) -> Settings:
             haproxy_image=config.require("localHaproxyImage"),
             prometheus_image=config.require("localPrometheusImage"),
             grafana_image=config.require("localGrafanaImage"),
+            nginx_exporter_image=config.require("localNginxExporterImage"),
         ),
+        traffic=traffic_policy(config),
+        monitoring=_monitoring(config),
     )
+
+
+def _monitoring(config: pulumi.Config) -> MonitoringSettings:
+    overrides = config.get_object("alertOverrides") or {}
+    try:
+        thresholds = alert_rules.load(overrides, source=key_name("alertOverrides"))
+    except alert_rules.ThresholdError as exc:
+        raise ConfigError("alertOverrides", str(exc).removeprefix(f"{key_name('alertOverrides')}: ")) from None
+    # Read raw only to learn whether it is set; the value itself stays a secret.
+    password_set = bool(pulumi.runtime.get_config(key_name("grafanaAdminPassword")))
+    return MonitoringSettings(
+        enabled=config.require_bool("monitoring"),
+        install=config.require_bool("monitoringInstall"),
+        namespace=config.require("monitoringNamespace"),
+        retention=config.require("monitoringRetention"),
+        storage_size=config.require("monitoringStorageSize"),
+        scrape_interval=config.require("monitoringScrapeInterval"),
+        selector_labels=config.require_object("monitoringSelectorLabels"),
+        alert_thresholds=thresholds,
+        grafana_admin_secret=config.require("grafanaAdminSecret"),
+        grafana_admin_password=config.require_secret("grafanaAdminPassword") if password_set else None,
+    )
+
+
+def traffic_policy(config: pulumi.Config) -> traffic_model.Policy:
+    """traffic/policy.yml with the stack's `trafficPolicy` overrides, validated;
+    a bad value names the key and the policy field."""
+    overrides = config.get_object("trafficPolicy") or {}
+    try:
+        return traffic_model.load(overrides=overrides)
+    except traffic_model.PolicyError as exc:
+        raise ConfigError("trafficPolicy", str(exc)) from None
 
 
 def _float(config: pulumi.Config, key: str) -> float:
@@ -519,11 +582,6 @@ def _mesh(config: pulumi.Config) -> MeshSettings:
         gateway_namespace=config.require("meshGatewayNamespace"),
         gateway_min_replicas=config.require_int("meshGatewayMinReplicas"),
         gateway_max_replicas=config.require_int("meshGatewayMaxReplicas"),
-        canary_weight=config.require_int("canaryWeight"),
-        ab_header=config.require("abHeader"),
-        ab_cookie=config.require("abCookie"),
-        retry_attempts=config.require_int("meshRetryAttempts"),
-        websocket_idle_timeout=config.require_int("websocketIdleTimeout"),
         circuit_breaker=CircuitBreakerSettings(
             max_connections=config.require_int("meshMaxConnections"),
             max_pending_requests=config.require_int("meshMaxPendingRequests"),

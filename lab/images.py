@@ -75,14 +75,23 @@ def _tagged(image: str, digest: str) -> str:
     return f"{image.rsplit(':', 1)[0]}:{digest}"
 
 
-def ensure_node() -> str:
-    context = IMAGES / "node"
-    image = _tagged(topology.NODE_IMAGE, _digest([context]))
+def _ensure_built(context_name: str, image_name: str) -> str:
+    """Build images/<context_name> as image_name, tagged by the context's hash."""
+    context = IMAGES / context_name
+    image = _tagged(image_name, _digest([context]))
     if not exists("image", image):
         _log(f"building {image}")
         podman("build", "--network=host", "-t", image, str(context), capture=False,
                stdout=subprocess.DEVNULL)
     return image
+
+
+def ensure_node() -> str:
+    return _ensure_built("node", topology.NODE_IMAGE)
+
+
+def ensure_prometheus() -> str:
+    return _ensure_built("prometheus", topology.PROMETHEUS_IMAGE)
 
 
 def ensure_backend() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trustme
 
-from . import images, topology
+from . import images, monitoring, topology
 from .podman import exists, inspect, podman
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +23,8 @@ INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
 SSH_KEY = STATE / "ssh" / "id_ed25519"
 PKI = STATE / "pki"
 SECRETS = STATE / "secrets"
+PROMETHEUS_DIR = STATE / "prometheus"
+RELEASES = STATE / "releases.json"
 STATS_USER = "admin"
 LABEL = f"{topology.PREFIX}=1"
 SPEC_LABEL = f"{topology.PREFIX}.spec"
@@ -120,19 +122,59 @@ def _ensure_edge(edge: topology.Edge, image: str) -> None:
         image, "/sbin/init"))
 
 
-def _ensure_backend(backend: topology.Backend, image: str) -> None:
+def releases() -> dict[str, str]:
+    """What each backend runs, when an operator changed it (automata-lb
+    rolling-update / canary-deploy); otherwise its track name."""
+    return json.loads(RELEASES.read_text()) if RELEASES.exists() else {}
+
+
+def set_release(name: str, release: str | None) -> None:
+    current = releases()
+    if release is None:
+        current.pop(name, None)
+    else:
+        current[name] = release
+    RELEASES.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def ensure_backend(backend: topology.Backend, image: str, *, publish: bool = True) -> None:
+    """Run one backend container (idempotent); `publish` maps its app and
+    fault-injection ports on loopback (instances added by scaling have none)."""
     # The stop timeout exceeds the backend's grace period so SIGTERM drains
     # in-flight requests and WebSockets before podman falls back to SIGKILL.
+    ports = (f"-p=127.0.0.1:{backend.app_port}:{topology.BACKEND_APP_PORT}",
+             f"-p=127.0.0.1:{backend.admin_port}:{topology.BACKEND_ADMIN_PORT}") if publish else ()
     _ensure_container(topology.container_name(backend.name), (
         "--hostname", backend.name, "--network", topology.NETWORK, "--ip", backend.address,
         "--mac-address", topology.mac_address(backend.address),
-        "--stop-timeout", "40",
-        f"-p=127.0.0.1:{backend.app_port}:{topology.BACKEND_APP_PORT}",
-        f"-p=127.0.0.1:{backend.admin_port}:{topology.BACKEND_ADMIN_PORT}",
-        image, "--instance", backend.name, "--version", backend.version,
+        "--stop-timeout", "40", *ports,
+        "-e", f"AUTOMATA_AI_POOL={topology.ai_pool()}",
+        image, "--instance", backend.name, "--version", releases().get(backend.name, backend.version),
         "--host", "0.0.0.0", "--port", str(topology.BACKEND_APP_PORT),
         "--admin-host", "0.0.0.0", "--admin-port", str(topology.BACKEND_ADMIN_PORT),
         "--grace-period", "30"))
+
+
+def remove_backend(name: str) -> None:
+    """Stop (SIGTERM: the backend drains) and remove one backend container."""
+    container = topology.container_name(name)
+    if exists("container", container):
+        podman("stop", "-t", "40", container)
+        podman("rm", "-f", container)
+
+
+def _ensure_prometheus(image: str) -> None:
+    changed = monitoring.write_config(PROMETHEUS_DIR)
+    name = topology.container_name(topology.PROMETHEUS_NAME)
+    was_running = exists("container", name) and inspect(name)["State"]["Running"]
+    _ensure_container(name, monitoring.run_args(image, PROMETHEUS_DIR))
+    deadline = time.monotonic() + 60
+    while not monitoring.ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Prometheus did not become ready on {monitoring.url()} within 60s")
+        time.sleep(0.2)
+    if changed and was_running:
+        monitoring.reload()
 
 
 def _wait_for(address: str, port: int, what: str, timeout: float = 60) -> None:
@@ -176,6 +218,13 @@ def describe() -> dict:
             "haproxy_stats_password_file": str(SECRETS / "haproxy_stats_password"),
         },
         "host_sysctls_before": str(STATE / "host-sysctls.json"),
+        "prometheus": {
+            "container": topology.container_name(topology.PROMETHEUS_NAME),
+            "address": topology.PROMETHEUS_ADDRESS,
+            "url": monitoring.url(),
+            "scrape_interval_seconds": topology.SCRAPE_INTERVAL_SECONDS,
+            "config_dir": str(PROMETHEUS_DIR),
+        },
     }
 
 
@@ -185,15 +234,17 @@ def up() -> dict:
     images.ensure_base()
     node_image = images.ensure_node()
     backend_image = images.ensure_backend()
+    prometheus_image = images.ensure_prometheus()
     _ensure_network()
     for edge in topology.EDGES:
         _ensure_edge(edge, node_image)
     for backend in topology.BACKENDS:
-        _ensure_backend(backend, backend_image)
+        ensure_backend(backend, backend_image)
     for edge in topology.EDGES:
         _wait_for(edge.address, 22, f"sshd on {edge.name}")
     for backend in topology.BACKENDS:
         _wait_for("127.0.0.1", backend.app_port, backend.name)
+    _ensure_prometheus(prometheus_image)
     description = describe()
     LAB_JSON.write_text(json.dumps(description, indent=2) + "\n")
     _log(f"up in {time.monotonic() - started:.1f}s; description in {LAB_JSON}")

@@ -17,6 +17,7 @@ GATEWAY = "10.77.7.1"
 BASE_IMAGE = f"localhost/{PREFIX}-base:bookworm"
 NODE_IMAGE = f"localhost/{PREFIX}-node:latest"
 BACKEND_IMAGE = f"localhost/{PREFIX}-backend:latest"
+PROMETHEUS_IMAGE = f"localhost/{PREFIX}-prometheus:latest"
 
 # Ports of the first edge node; edge-N publishes base + (N - 1).
 EDGE_PORTS = {  # name: (published base, port inside the node)
@@ -28,6 +29,20 @@ EDGE_PORTS = {  # name: (published base, port inside the node)
 }
 BACKEND_APP_PORT = 8000
 BACKEND_ADMIN_PORT = 9000
+
+# What the lab's Prometheus scrapes on every edge node: the ports of role
+# edge_exporters' defaults and HAProxy's built-in exporter.
+EDGE_EXPORTERS = {  # job: port
+    "edge-node": 9100,
+    "nginx": 9113,
+    "nginx-log": 3903,
+    "haproxy": 8404,
+}
+PROMETHEUS_NAME = "prometheus"
+PROMETHEUS_ADDRESS = "10.77.7.5"
+PROMETHEUS_PORT = 9090  # published on 127.0.0.1 as the same port
+# Short, so alerts and the dashboard follow a test within seconds.
+SCRAPE_INTERVAL_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,14 @@ BACKENDS = [
     Backend("backend-3", "10.77.7.23", 3),
     Backend("canary-1", "10.77.7.31", 4, version="canary"),
 ]
+
+
+def ai_pool() -> str:
+    """AUTOMATA_AI_POOL of every lab backend: the stable backends, which
+    answer /ai/..., called through the backend's client-side balancer from
+    /api/ai/... (edge -> API -> AI).  The canary gets it too, since the edge
+    sends it a share of /api/."""
+    return ",".join(f"{b.address}:{BACKEND_APP_PORT}" for b in BACKENDS if b.version == "stable")
 
 
 def mac_address(address: str) -> str:

@@ -2,8 +2,8 @@
 
 The test machine reaches edge-1 through Podman's published ports, so NGINX
 sees every test connection coming from the lab gateway (10.77.7.1).  The lab
-inventory trusts that gateway as the proxy in front of the edge
-(`nginx_lb_real_ip_from`), which lets a test act as many distinct clients by
+inventory trusts that gateway as the proxy in front of the edge (the traffic
+policy's `trusted_proxies`), which lets a test act as many distinct clients by
 sending X-Forwarded-For: each test takes fresh addresses from `ClientIPs`, so
 the per-IP rate and connection limits of one test never leak into another.
 """
@@ -83,7 +83,7 @@ def trusted_gateway(lab, edge, ca_cert) -> None:
                      verify=tls_context(ca_cert), timeout=10).json()
     if echo["headers"]["x-real-ip"] != "198.51.100.1":
         pytest.fail(f"edge-1 does not trust the lab gateway {lab['network']['gateway']}: the lab inventory "
-                    f"needs nginx_lb_real_ip_from: [{lab['network']['gateway']}/32] (group_vars/edge)")
+                    f"needs traffic_policy_overrides: {{trusted_proxies: [{lab['network']['gateway']}/32]}} (group_vars/edge)")
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,16 @@ def access_log(host, marker: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+
 @dataclass
 class LoadReport:
     requests: int = 0
     failures: list[str] = field(default_factory=list)
+    # Idempotent requests resent once because the connection closed before
+    # any answer (a reload closing idle keep-alive connections).
+    resent_after_close: int = 0
     ws_messages: int = 0
     ws_failures: list[str] = field(default_factory=list)
 
@@ -140,8 +146,9 @@ class LoadGenerator:
 
     def __init__(self, base_url: str, ca_cert: str, ips: ClientIPs, *,
                  http_workers: int = 3, websockets: int = 3, path: str = "/api/load",
-                 max_seconds: float = 120.0) -> None:
+                 method: str = "GET", max_seconds: float = 120.0) -> None:
         self.base_url, self.ca_cert, self.ips, self.path = base_url, ca_cert, ips, path
+        self.method = method
         self.http_workers, self.websockets = http_workers, websockets
         self.deadline = time.monotonic() + max_seconds
         self.report = LoadReport()
@@ -159,13 +166,26 @@ class LoadGenerator:
                 # A new client address per request keeps the load under the
                 # per-IP rate limit, which is not what this load measures.
                 headers = {"x-forwarded-for": self.ips.take()}
+                retried = False
                 try:
-                    r = client.get(self.path, headers=headers)
+                    try:
+                        r = client.request(self.method, self.path, headers=headers)
+                    except httpx.RemoteProtocolError:
+                        # A reload closes idle keep-alive connections; one that
+                        # closes just as a request goes out gets no answer.
+                        # Browsers and HTTP libraries resend an idempotent
+                        # request then (RFC 9110, 9.2.2); so does this client,
+                        # and the report counts it.  A POST is not resent.
+                        if self.method not in IDEMPOTENT:
+                            raise
+                        retried = True
+                        r = client.request(self.method, self.path, headers=headers)
                     problem = None if r.status_code == 200 else f"HTTP {r.status_code}"
                 except httpx.HTTPError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
                 with self._lock:
                     self.report.requests += 1
+                    self.report.resent_after_close += retried
                     if problem:
                         self.report.failures.append(problem)
                 time.sleep(0.02)

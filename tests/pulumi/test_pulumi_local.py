@@ -8,17 +8,21 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from infra import local, offline
+from monitoring import rules
+from monitoring.__main__ import DASHBOARD_JSON
 
 
 def containers(records) -> dict[str, dict]:
     return {r.inputs["name"]: r.inputs for r in records if r.type == "docker:index/container:Container"}
 
 
-def upload(container: dict) -> str:
-    (only,) = container["uploads"]
-    return only["content"]
+def upload(container: dict, path: str | None = None) -> str:
+    """The file uploaded to `path`, or the only/first one (the main config)."""
+    files = {u["file"]: u["content"] for u in container["uploads"]}
+    return files[path] if path else container["uploads"][0]["content"]
 
 
 def test_local_stack_creates_no_kubernetes_objects(records):
@@ -49,20 +53,47 @@ def test_canary_image_adds_a_canary_backend_behind_both_balancers():
     canary = containers(recs)["automata-local-canary-1"]
     assert canary["image"] == "ghcr.io/automata/backend:1.1.0"
     assert canary["command"][canary["command"].index("--version") + 1] == "canary"
-    assert "server canary-1 canary-1:8000 check weight 10" in upload(containers(recs)["automata-local-haproxy"])
+    # Behind both balancers, as the policy's canary track (share and A/B rule).
+    assert "server                          canary-1 canary-1:8000" in upload(containers(recs)["automata-local-haproxy"])
+    assert "server                       canary-1:8000 " in upload(containers(recs)["automata-local-nginx"])
 
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy binary not installed")
 def test_haproxy_accepts_the_generated_config(records, tmp_path):
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(upload(containers(records("local"))["automata-local-haproxy"]))
+    haproxy = containers(records("local"))["automata-local-haproxy"]
+    rate_map = tmp_path / "rate_limits.map"
+    rate_map.write_text(upload(haproxy, local.CONFIG_PATHS["haproxy-map"]))
+    cfg.write_text(upload(haproxy).replace(local.CONFIG_PATHS["haproxy-map"], str(rate_map)))
     result = subprocess.run(["haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool not installed")
-def test_promtool_accepts_the_generated_prometheus_config(records, tmp_path):
+def test_promtool_accepts_the_generated_prometheus_config_and_rules(records, tmp_path):
+    prometheus = containers(records("local"))["automata-local-prometheus"]
+    rule_file = tmp_path / "rules.yml"
+    rule_file.write_text(upload(prometheus, local.CONFIG_PATHS["prometheus-rules"]))
     cfg = tmp_path / "prometheus.yml"
-    cfg.write_text(upload(containers(records("local"))["automata-local-prometheus"]))
+    cfg.write_text(upload(prometheus).replace(local.CONFIG_PATHS["prometheus-rules"], str(rule_file)))
     result = subprocess.run(["promtool", "check", "config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(rules.ALERTS)} rules found" in result.stdout
+
+
+def test_prometheus_scrapes_nginx_through_its_exporter(records):
+    recs = records("local")
+    exporter = containers(recs)["automata-local-nginx-exporter"]
+    scrape_uri = next(a for a in exporter["command"] if a.startswith("--nginx.scrape-uri="))
+    assert scrape_uri == f"--nginx.scrape-uri=http://nginx:{local.NGINX_STATUS_PORT}/stub_status"
+    assert "ports" not in exporter
+    assert f"listen {local.NGINX_STATUS_PORT};" in upload(containers(recs)["automata-local-nginx"])
+    jobs = {j["job_name"]: j for j in yaml.safe_load(upload(containers(recs)["automata-local-prometheus"]))["scrape_configs"]}
+    assert jobs["nginx"]["static_configs"][0]["targets"] == [f"nginx-exporter:{local.NGINX_EXPORTER_PORT}"]
+
+
+def test_grafana_provisions_the_committed_dashboard(records):
+    grafana = containers(records("local"))["automata-local-grafana"]
+    assert upload(grafana, local.CONFIG_PATHS["grafana-dashboard-json"]) == DASHBOARD_JSON.read_text()
+    provider = yaml.safe_load(upload(grafana, local.CONFIG_PATHS["grafana-dashboards"]))["providers"][0]
+    assert local.CONFIG_PATHS["grafana-dashboard-json"].startswith(provider["options"]["path"] + "/")

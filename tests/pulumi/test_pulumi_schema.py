@@ -1,7 +1,8 @@
 """Every stack is rendered with the real renderer and every object validated,
 strictly (unknown keys fail): Kubernetes objects against the pinned
 Kubernetes OpenAPI schema, Istio objects against the typed models generated
-from the Istio CRDs of the pinned Istio version."""
+from the Istio CRDs of the pinned Istio version, Prometheus Operator objects
+against the models of its CRDs."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ import yaml
 from cloudcoil.models.istio.networking import v1 as istio_networking
 from cloudcoil.models.istio.security import v1 as istio_security
 from cloudcoil.models.istio.telemetry import v1 as istio_telemetry
-from manifest_helpers import K8S_STACKS
+from manifest_helpers import K8S_STACKS, validate_operator
 
 from infra import offline, render
 from infra.mesh_install import ISTIO_VERSION
+from infra.monitoring import OPERATOR
 
 # The Kubernetes version the program targets (preStop `sleep` needs >= 1.30).
 K8S_VERSION = "1.31.0"
@@ -29,13 +31,15 @@ ISTIO_MODELS = {"networking.istio.io/v1": istio_networking, "security.istio.io/v
 _WORKLOADS = {"Namespace": 1, "ConfigMap": 1, "ServiceAccount": 3, "Service": 3, "PodDisruptionBudget": 3}
 _MESH = {"PeerAuthentication": 1, "RequestAuthentication": 1, "AuthorizationPolicy": 4, "DestinationRule": 3,
          "Gateway": 1, "VirtualService": 1, "Telemetry": 2}
+# Monitoring: its namespace, the dashboard ConfigMap and the operator's objects.
+_MONITORING = {"Namespace": 2, "ConfigMap": 2, "ServiceMonitor": 3, "PodMonitor": 1, "PrometheusRule": 1}
 EXPECTED_KINDS = {
     "dev": {**_WORKLOADS, "Deployment": 3},
-    "staging": {**_WORKLOADS, "Deployment": 6, "HorizontalPodAutoscaler": 3, **_MESH},
+    "staging": {**_WORKLOADS, "Deployment": 6, "HorizontalPodAutoscaler": 3, **_MESH, **_MONITORING},
 }
 EXPECTED_KINDS["prod"] = EXPECTED_KINDS["staging"]
-# Non-manifest files the renderer writes: Istio's Helm releases.
-EXPECTED_RELEASES = {"dev": 0, "staging": 4, "prod": 4}
+# Non-manifest files the renderer writes: Istio's and kube-prometheus-stack's Helm releases.
+EXPECTED_RELEASES = {"dev": 0, "staging": 5, "prod": 5}
 
 
 def validate_istio(doc: dict) -> None:
@@ -52,6 +56,8 @@ def validate_istio(doc: dict) -> None:
 def validate(doc: dict) -> None:
     if doc["apiVersion"] in ISTIO_MODELS:
         validate_istio(doc)
+    elif doc["apiVersion"] == OPERATOR:
+        validate_operator(doc)
     else:
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
