@@ -2,7 +2,7 @@
 # (README.md).  Everything else is here for day-to-day work.
 PY := .venv/bin/python
 
-.PHONY: bootstrap lab up converge test test-offline verify down bench render
+.PHONY: bootstrap lab up converge test test-offline verify down bench bench-balancer load-test render
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -32,3 +32,12 @@ down:
 
 bench: bootstrap
 	$(PY) -m bench
+
+## The Locust scenarios against the lab (docs/load-tests.md), e.g.
+##   make load-test ARGS="--scenario mixed --target haproxy --users 200 --run-time 2m"
+load-test: bootstrap
+	$(PY) -m load_tests $(ARGS)
+
+## Client-side balancing strategies with one slow AI instance (docs/client-load-balancing.md).
+bench-balancer: bootstrap
+	$(PY) -m bench.balancer

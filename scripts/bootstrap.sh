@@ -38,7 +38,7 @@ if [[ ! -e "$stamp" ]]; then
   echo "bootstrap: installing the pinned Python dependencies into .venv"
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-  .venv/bin/pip install --quiet --disable-pip-version-check '.[test]'
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
   rm -f .venv/.pyproject-*
   touch "$stamp"
 fi

@@ -1,0 +1,642 @@
+"""automata-lb: one command to see, scale, roll and roll back the tier.
+
+\b
+    automata-lb status                       # the lab (default target)
+    automata-lb --inventory inventories/prod status --json
+    automata-lb health-check                 # exit 1 when anything is unhealthy
+
+\b
+Exit codes: 0 done / healthy, 1 something is down or an operation failed,
+2 bad arguments (nothing changed), 3 the target cannot be reached.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from infra.settings import ConfigError, check_image
+
+from . import autoscale, edge, health, history, lab_ops
+from . import stack as stack_ops
+from .lab_ops import LabState
+from .prom import Prometheus, PrometheusError, backend_figures
+from .targets import ROOT, STACKS, Target, TargetError, inventory, lab
+
+OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
+
+app = typer.Typer(name="automata-lb", help=__doc__, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+out = Console()
+err = Console(stderr=True)
+
+
+class State:
+    target_kind: str = "lab"
+    inventory: Path | None = None
+    stack: str | None = None
+
+
+state = State()
+
+
+@app.callback()
+def main(
+    target: Annotated[str, typer.Option(help="The Podman lab (the default).")] = "lab",
+    inventory_path: Annotated[Path | None, typer.Option(
+        "--inventory", "-i", help="Edge VMs of an Ansible inventory, e.g. inventories/prod.")] = None,
+    stack: Annotated[str | None, typer.Option(help=f"A Pulumi stack: {', '.join(STACKS)}.")] = None,
+) -> None:
+    if target != "lab":
+        raise typer.BadParameter(f"only 'lab' is a --target; use --inventory PATH or --stack NAME", param_hint="--target")
+    if inventory_path and stack:
+        raise typer.BadParameter("give --inventory or --stack, not both", param_hint="--stack")
+    if stack is not None and stack not in STACKS:
+        raise typer.BadParameter(f"{stack!r} is not one of {', '.join(STACKS)}", param_hint="--stack")
+    state.inventory, state.stack = inventory_path, stack
+    state.target_kind = "stack" if stack else "inventory" if inventory_path else "lab"
+
+
+def resolve() -> Target:
+    """The lab or the inventory; exits 3 with the reason when unreachable."""
+    try:
+        return inventory(state.inventory) if state.inventory else lab()
+    except TargetError as exc:
+        err.print(f"automata-lb: {exc}")
+        raise typer.Exit(UNREACHABLE) from None
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def _ago(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    seconds = max(0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+# --- status --------------------------------------------------------------------
+
+def collect_status(target: Target) -> dict:
+    nodes = edge.probe_all(target)
+    figures: dict[str, dict] = {}
+    prometheus = None
+    if target.prometheus_url:
+        try:
+            figures = backend_figures(Prometheus(target.prometheus_url, timeout=2))
+            prometheus = target.prometheus_url
+        except PrometheusError:
+            prometheus = None
+    servers: dict[str, dict] = {}
+    for node in nodes:
+        for s in node.get("haproxy", {}).get("servers", []):
+            if s.get("backup"):
+                continue  # a stable server standing behind a canary pool
+            entry = servers.setdefault(s["server"], {"server": s["server"], "address": s["address"], "states": {},
+                                                     "weights": {}, "sessions": 0})
+            entry["states"][f"{node['node']}/{s['backend']}"] = s["status"]
+            entry["weights"][f"{node['node']}/{s['backend']}"] = s["weight"]
+            entry["sessions"] += s["sessions"]
+    versions = {b.name: b.version for b in target.backends}
+    releases = {b.name: b.release for b in target.backends}
+    for name, entry in servers.items():
+        distinct = set(entry["states"].values())
+        entry["state"] = distinct.pop() if len(distinct) == 1 else "MIXED"
+        entry["weight"] = max(entry["weights"].values(), default=0)
+        entry["version"] = versions.get(name, "")
+        entry["release"] = releases.get(name, "")
+        entry.update(figures.get(name, {}))
+    healthy = all(n.get("reachable") and n["nginx"]["active"] and n["haproxy"]["active"] for n in nodes) \
+        and all(not any(st.startswith("DOWN") for st in s["states"].values()) for s in servers.values())
+    return {"target": target.name, "time": time.time(), "healthy": healthy, "prometheus": prometheus,
+            "edges": nodes, "servers": sorted(servers.values(), key=lambda s: s["server"])}
+
+
+def _lb_cell(lb: dict) -> str:
+    state = "[green]up[/]" if lb["active"] else "[red]DOWN[/]"
+    return f"{state} {lb['version'].split('-')[0]} · {lb['config_hash'][:8]} · {_ago(lb['last_reload'])}"
+
+
+def render_status(doc: dict) -> Group:
+    edges = Table(title=f"Edge nodes ({doc['target']})", title_justify="left")
+    for col in ("node", "nginx · config · reloaded", "haproxy · config · reloaded", "canary"):
+        edges.add_column(col, no_wrap=True)
+    for n in doc["edges"]:
+        if not n.get("reachable"):
+            edges.add_row(n["node"], "[red]unreachable[/]", n.get("error", "")[:50], "")
+            continue
+        share = n["haproxy"].get("canary_percent")
+        edges.add_row(n["node"], _lb_cell(n["nginx"]), _lb_cell(n["haproxy"]), "-" if share is None else f"{share}%")
+    servers = Table(title="Backend servers (HAProxy on every edge node)", title_justify="left")
+    for col in ("server", "track", "release", "state", "weight", "sessions", "req/s", "5xx", "p99"):
+        servers.add_column(col, justify="left" if col in ("server", "track", "release", "state") else "right",
+                           no_wrap=True)
+    colour = {"UP": "green", "DRAIN": "yellow", "MAINT": "yellow", "MIXED": "yellow"}
+    for s in doc["servers"]:
+        st = s["state"]
+        rps = f"{s['rps']:.1f}" if "rps" in s else "-"
+        ratio = f"{s['error_ratio'] * 100:.1f}%" if "error_ratio" in s else "-"
+        p99 = f"{s['p99_s'] * 1000:.0f} ms" if s.get("p99_s") is not None else "-"
+        servers.add_row(s["server"], s["version"], s["release"] or "-", f"[{colour.get(st.split()[0], 'red')}]{st}[/]",
+                        str(s["weight"]), str(s["sessions"]), rps, ratio, p99)
+    footer = ("metrics from " + doc["prometheus"]) if doc["prometheus"] else "no Prometheus: figures from the nodes only"
+    return Group(edges, servers, f"[dim]{footer}; {datetime.now(timezone.utc):%H:%M:%S} UTC[/]")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
+    watch: Annotated[float | None, typer.Option(help="Refresh every N seconds until Ctrl-C.", min=0.5)] = None,
+) -> None:
+    """Edge nodes (NGINX, HAProxy: up, version, config, last reload), every backend
+    server's state, weight and sessions, and with Prometheus its rate, 5xx and p99."""
+    target = resolve()
+    doc = collect_status(target)
+    if as_json:
+        emit_json(doc)
+    elif watch:
+        with Live(render_status(doc), console=out, refresh_per_second=4) as live:
+            try:
+                while True:
+                    time.sleep(watch)
+                    doc = collect_status(target)
+                    live.update(render_status(doc))
+            except KeyboardInterrupt:
+                pass
+    else:
+        out.print(render_status(doc))
+    raise typer.Exit(OK if doc["healthy"] else FAILED)
+
+
+# --- health-check --------------------------------------------------------------
+
+@app.command("health-check")
+def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False) -> None:
+    """Every health endpoint of every component; exit 1 if any fails."""
+    target = resolve()
+    checks = health.run(target)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        emit_json({"target": target.name, "healthy": ok, "checks": [c.as_dict() for c in checks]})
+    else:
+        table = Table(title=f"Health ({target.name})", title_justify="left")
+        for col in ("component", "endpoint", "status", "ms", "ok"):
+            table.add_column(col)
+        for c in checks:
+            table.add_row(c.component, c.endpoint, str(c.status or "no answer"), f"{c.ms:.0f}",
+                          "[green]yes[/]" if c.ok else "[red]NO[/]")
+        out.print(table)
+    raise typer.Exit(OK if ok else FAILED)
+
+
+# --- metrics -------------------------------------------------------------------
+
+def collect_metrics(target: Target, window: str) -> dict:
+    if target.prometheus_url:
+        prom = Prometheus(target.prometheus_url)
+        try:
+            tiers = {
+                "nginx": {
+                    "rps": prom.by_label(f"sum by (class) (rate(nginx_log_requests_total[{window}]))", "class"),
+                    "5xx_ratio": prom.by_label(
+                        f'sum by (class) (rate(nginx_log_requests_total{{status=~"5.."}}[{window}]))'
+                        f" / sum by (class) (rate(nginx_log_requests_total[{window}]))", "class"),
+                    "429_rps": prom.by_label(
+                        f'sum by (class) (rate(nginx_log_requests_total{{status="429"}}[{window}]))', "class"),
+                    "active_connections": prom.by_label("sum by (instance) (nginx_connections_active)", "instance"),
+                },
+                "haproxy": {
+                    "rps": prom.by_label(
+                        f'sum by (proxy) (rate(haproxy_backend_http_responses_total[{window}]))', "proxy"),
+                    "5xx_ratio": prom.by_label(
+                        f'sum by (proxy) (rate(haproxy_backend_http_responses_total{{code="5xx"}}[{window}]))'
+                        f" / sum by (proxy) (rate(haproxy_backend_http_responses_total[{window}]))", "proxy"),
+                    "429_rps": prom.by_label(
+                        f'sum by (instance) (rate(haproxy_frontend_requests_denied_total{{proxy!="stats"}}[{window}]))',
+                        "instance"),
+                    "current_connections": prom.by_label("haproxy_process_current_connections", "instance"),
+                },
+                "backends": backend_figures(prom, window),
+            }
+            return {"target": target.name, "source": target.prometheus_url, "window": window, "tiers": tiers}
+        except PrometheusError as exc:
+            err.print(f"automata-lb: Prometheus did not answer ({exc}); reading the nodes instead")
+    nodes = edge.probe_all(target)
+    sessions: dict[str, int] = {}
+    for node in nodes:
+        for s in node.get("haproxy", {}).get("servers", []):
+            sessions[s["server"]] = sessions.get(s["server"], 0) + s["sessions"]
+    return {"target": target.name, "source": "nodes", "tiers": {"haproxy": {"sessions_by_server": sessions}}}
+
+
+@app.command()
+def metrics(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    window: Annotated[str, typer.Option(help="Rate window, a Prometheus duration.")] = "1m",
+) -> None:
+    """Headline figures per tier and per backend: from Prometheus when the target
+    has one, otherwise from the nodes themselves."""
+    target = resolve()
+    doc = collect_metrics(target, window)
+    if as_json:
+        emit_json(doc)
+        raise typer.Exit(OK)
+    for tier, figures in doc["tiers"].items():
+        table = Table(title=f"{tier} ({doc['source']})", title_justify="left")
+        if tier == "backends":
+            for col in ("instance", "req/s", "5xx", "p99"):
+                table.add_column(col)
+            for name, f in sorted(figures.items()):
+                p99 = f"{f['p99_s'] * 1000:.0f} ms" if f.get("p99_s") is not None else "-"
+                table.add_row(name, f"{f['rps']:.1f}", f"{f['error_ratio'] * 100:.1f}%", p99)
+        else:
+            table.add_column("figure")
+            table.add_column("by")
+            table.add_column("value", justify="right")
+            for figure, values in figures.items():
+                for key, value in sorted(values.items()):
+                    shown = f"{value * 100:.1f}%" if "ratio" in figure else f"{value:.1f}"
+                    table.add_row(figure, key, shown)
+        out.print(table)
+    raise typer.Exit(OK)
+
+
+# --- changes -------------------------------------------------------------------
+#
+# Every change: arguments checked before anything is touched (exit 2, naming
+# the argument), the plan printed, --dry-run stops there, production asks
+# unless --yes, progress while it runs, a history record to roll back to.
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing production.")]
+RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _release(value: str, param: str) -> str:
+    """A lab release name, or the tag of a pinned image reference."""
+    if "/" in value or ":" in value or "@" in value:
+        try:
+            check_image(param, value)
+        except ConfigError as exc:
+            raise typer.BadParameter(exc.args[0].split(": ", 1)[-1], param_hint=param) from None
+        tag = value.rsplit("/", 1)[-1].partition(":")[2] or value.partition("@")[2][:19]
+        return tag
+    if not RELEASE.match(value):
+        raise typer.BadParameter(f"{value!r} is not a release name (letters, digits, . _ -)", param_hint=param)
+    return value
+
+
+def _pinned_image(value: str, param: str) -> str:
+    try:
+        check_image(param, value)
+    except ConfigError as exc:
+        raise typer.BadParameter(exc.args[0].split(": ", 1)[-1], param_hint=param) from None
+    return value
+
+
+def _confirm(production: bool, what: str, yes: bool) -> None:
+    if not production or yes:
+        return
+    if not sys.stdin.isatty():
+        err.print(f"automata-lb: refusing to {what} on production without --yes (no terminal to ask on)")
+        raise typer.Exit(FAILED)
+    if not typer.confirm(f"{what} on production?"):
+        raise typer.Exit(FAILED)
+
+
+def _say(message: str) -> None:
+    err.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message}")
+
+
+def _lab_change(command: str, desired_of: Callable[[LabState], LabState], dry_run: bool, details: dict) -> None:
+    target = resolve()
+    if target.kind != "lab":
+        err.print(f"automata-lb: {command} on an inventory's VMs changes machines this tool does not manage; "
+                  "change edge_backends (or the canary share) in the inventory and converge, or use the lab")
+        raise typer.Exit(USAGE)
+    before = lab_ops.current(target)
+    desired = desired_of(copy.deepcopy(before))
+    plan = _lab_plan(before, desired)
+    out.print(f"[bold]{command}[/] on the lab:")
+    for line in plan or ["nothing to change"]:
+        out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
+    if dry_run or not plan:
+        raise typer.Exit(OK)
+    started = time.monotonic()
+    with out.status("working...") as status:
+        try:
+            result = lab_ops.reconcile(target, desired, say=_say, on_task=lambda t: status.update(t[:70]))
+        except TargetError as exc:
+            err.print(f"automata-lb: {command} stopped: {exc}")
+            history.record(target.name, command, before.as_dict(), lab_ops.current(target).as_dict(),
+                           outcome="failed", error=str(exc), **details)
+            raise typer.Exit(FAILED) from None
+    seconds = time.monotonic() - started
+    history.record(target.name, command, before.as_dict(), desired.as_dict(), outcome="done",
+                   seconds=round(seconds, 1), converge_seconds=round(result.seconds, 1) if result else None,
+                   **details)
+    out.print(f"done in {seconds:.0f}s" + (f" (converge {result.seconds:.0f}s)" if result else ""))
+
+
+def _lab_plan(before: LabState, after: LabState) -> list[str]:
+    lines = []
+    for name in after.names():
+        if name not in before.names():
+            lines.append(f"+ start {name} ({after.release(name)}) and add it to both load balancers")
+        elif after.release(name) != before.release(name):
+            lines.append(f"~ {name}: drain, replace {before.release(name)} -> {after.release(name)}, "
+                         "wait for health, enable")
+    for name in before.names():
+        if name not in after.names():
+            lines.append(f"- drain {name}, remove it from both load balancers, stop it (SIGTERM)")
+    if after.canary_share != before.canary_share:
+        lines.append(f"~ canary share {before.canary_share}% -> {after.canary_share}% on NGINX and HAProxy")
+    if any(line[0] in "+-" for line in lines) or after.canary_share != before.canary_share:
+        lines.append("  then: write the inventory and converge playbooks/edge.yml (validate, reload)")
+    return lines
+
+
+def _stack_change(command: str, values_of: Callable[[dict], dict], dry_run: bool, yes: bool) -> None:
+    name = state.stack
+    effective = stack_ops.effective(name)
+    values = values_of(effective)
+    try:
+        change = stack_ops.plan(name, values)
+    except ConfigError as exc:
+        err.print(f"automata-lb: refused: {exc}")
+        raise typer.Exit(USAGE) from None
+    # Plans are read by scripts and people alike: one line per change, never wrapped.
+    out.print(f"[bold]{command}[/] on stack {name}: " +
+              ", ".join(f"{k}: {change.before.get(k)!r} -> {v!r}" for k, v in change.values.items()),
+              soft_wrap=True, markup=True, highlight=False)
+    for line in change.diff or ["no object changes"]:
+        out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
+    if dry_run or change.empty:
+        raise typer.Exit(OK)
+    _confirm(name == "prod", f"{command} (stack {name})", yes)
+    stack_ops.write(name, change.values)
+    history.record(f"stack-{name}", command, change.before, change.values, outcome="written")
+    applied, cmd = stack_ops.apply(name)
+    if applied:
+        out.print(f"applied: {cmd}")
+    else:
+        out.print(f"stacks/Pulumi.{name}.yaml updated; apply it with:\n  {cmd}")
+
+
+@app.command("scale-up")
+def scale_up(
+    count: Annotated[int, typer.Argument(help="Instances to add (with --to: the total wanted).")],
+    to: Annotated[bool, typer.Option("--to", help="COUNT is the total, not the number to add.")] = False,
+    traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class to scale.")] = "api",
+    dry_run: DryRun = False, yes: Yes = False,
+) -> None:
+    """Start instances and put them behind both load balancers, drain first, no request dropped."""
+    _scale(+1, count, to, traffic_class, dry_run, yes)
+
+
+@app.command("scale-down")
+def scale_down(
+    count: Annotated[int, typer.Argument(help="Instances to remove (with --to: the total wanted).")],
+    to: Annotated[bool, typer.Option("--to", help="COUNT is the total, not the number to remove.")] = False,
+    traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class to scale.")] = "api",
+    dry_run: DryRun = False, yes: Yes = False,
+) -> None:
+    """Drain instances, take them out of both load balancers, stop them."""
+    _scale(-1, count, to, traffic_class, dry_run, yes)
+
+
+def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, yes: bool) -> None:
+    if count < (1 if not to else 1):
+        raise typer.BadParameter(f"must be at least 1, got {count}", param_hint="COUNT")
+    if state.stack:
+        if traffic_class not in ("api", "websocket", "ai"):
+            raise typer.BadParameter(f"{traffic_class!r} is not one of api, websocket, ai", param_hint="--class")
+
+        def values(cfg: dict) -> dict:
+            key = f"{traffic_class}MinReplicas" if cfg["autoscaling"] else "replicas"
+            wanted = count if to else cfg[key] + sign * count
+            if wanted < 1:
+                raise typer.BadParameter(f"{key} would become {wanted}; at least 1 must run", param_hint="COUNT")
+            return {key: wanted}
+
+        _stack_change("scale-up" if sign > 0 else "scale-down", values, dry_run, yes)
+        return
+
+    def desired(state_: LabState) -> LabState:
+        have = len(state_.backends)
+        wanted = count if to else have + sign * count
+        if wanted < 1:
+            raise typer.BadParameter(f"{have} stable instances run; {wanted} would leave none", param_hint="COUNT")
+        if wanted > lab_ops.MAX_STABLE:
+            raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances, "
+                                     f"{wanted} asked", param_hint="COUNT")
+        if sign > 0 and wanted < have or sign < 0 and wanted > have:
+            raise typer.BadParameter(f"{have} run already; --to {count} would go the other way", param_hint="COUNT")
+        return lab_ops.with_stable_count(state_, wanted)
+
+    _lab_change("scale-up" if sign > 0 else "scale-down", desired, dry_run, {"count": count, "to": to})
+
+
+@app.command("rolling-update")
+def rolling_update(
+    release: Annotated[str, typer.Argument(help="Lab: a release name (or an image with a pinned tag); "
+                                                 "stack: a pinned image.")],
+    dry_run: DryRun = False, yes: Yes = False,
+) -> None:
+    """One stable instance at a time: drain, replace, wait for health, enable
+    (slow start); stop at the first failure and leave the rest as they were."""
+    if state.stack:
+        image = _pinned_image(release, "RELEASE")
+        _stack_change("rolling-update", lambda cfg: {"image": image}, dry_run, yes)
+        return
+    name = _release(release, "RELEASE")
+
+    def desired(state_: LabState) -> LabState:
+        for b in state_.backends:
+            state_.releases[b["name"]] = name
+        return state_
+
+    _lab_change("rolling-update", desired, dry_run, {"release": name})
+
+
+@app.command("canary-deploy")
+def canary_deploy(
+    release: Annotated[str, typer.Argument(help="Lab: a release name (or an image with a pinned tag); "
+                                                 "stack: a pinned image.")],
+    weight: Annotated[int, typer.Option(help="Percent of canary-class traffic sent to the canary.")] = 10,
+    dry_run: DryRun = False, yes: Yes = False,
+) -> None:
+    """Run RELEASE on the canary track and send it WEIGHT percent on both load
+    balancers (or the mesh, for a stack)."""
+    if not 0 <= weight <= 100:
+        raise typer.BadParameter(f"must be between 0 and 100, got {weight}", param_hint="--weight")
+    if state.stack:
+        image = _pinned_image(release, "RELEASE")
+        _stack_change("canary-deploy", lambda cfg: {"canaryImage": image, "trafficPolicy": {"canary": {"share": weight}}},
+                      dry_run, yes)
+        return
+    name = _release(release, "RELEASE")
+
+    def desired(state_: LabState) -> LabState:
+        if not state_.canary_backends:
+            raise typer.BadParameter("the inventory has no edge_canary_backends to run a canary on",
+                                     param_hint="RELEASE")
+        for b in state_.canary_backends:
+            state_.releases[b["name"]] = name
+        state_.canary_share = weight
+        return state_
+
+    _lab_change("canary-deploy", desired, dry_run, {"release": name, "weight": weight})
+
+
+@app.command("auto-scale")
+def auto_scale(
+    min_replicas: Annotated[int, typer.Option("--min-replicas", "--min", help="Fewest instances.")] = 2,
+    max_replicas: Annotated[int, typer.Option("--max-replicas", "--max", help="Most instances.")] = 6,
+    cpu: Annotated[int, typer.Option("--cpu-threshold", "--cpu", help="Stack: HPA CPU target, percent.")] = 70,
+    memory: Annotated[int, typer.Option("--memory-threshold", "--memory",
+                                        help="Stack: HPA memory target, percent.")] = 80,
+    traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class.")] = "api",
+    target_inflight: Annotated[float, typer.Option(help="Lab: connections in flight per instance to aim for.")] = 20,
+    cooldown: Annotated[float, typer.Option(help="Lab: seconds below target before scaling down.")] = 60,
+    interval: Annotated[float, typer.Option(help="Lab: seconds between evaluations.")] = 5,
+    duration: Annotated[float | None, typer.Option(help="Lab: stop after this many seconds.")] = None,
+    dry_run: DryRun = False, yes: Yes = False,
+) -> None:
+    """Stack: turn the HPAs on with these bounds and targets.  Lab: run the
+    autoscaler here, scaling on connections in flight per instance (Ctrl-C or
+    `disable-auto-scale` stops it)."""
+    if not 1 <= min_replicas <= max_replicas:
+        raise typer.BadParameter(f"need 1 <= --min-replicas ({min_replicas}) <= --max-replicas ({max_replicas})",
+                                 param_hint="--min-replicas")
+    for value, hint in ((cpu, "--cpu-threshold"), (memory, "--memory-threshold")):
+        if not 1 <= value <= 100:
+            raise typer.BadParameter(f"must be between 1 and 100 (percent), got {value}", param_hint=hint)
+    if state.stack:
+        if traffic_class not in ("api", "websocket", "ai"):
+            raise typer.BadParameter(f"{traffic_class!r} is not one of api, websocket, ai", param_hint="--class")
+        _stack_change("auto-scale", lambda cfg: {
+            "autoscaling": True, f"{traffic_class}MinReplicas": min_replicas,
+            f"{traffic_class}MaxReplicas": max_replicas, "cpuTarget": cpu, "memoryTarget": memory}, dry_run, yes)
+        return
+    if max_replicas > lab_ops.MAX_STABLE:
+        raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances",
+                                 param_hint="--max-replicas")
+    if target_inflight <= 0:
+        raise typer.BadParameter("must be above 0", param_hint="--target-inflight")
+    target = resolve()
+    if not target.prometheus_url:
+        err.print("automata-lb: the lab autoscaler reads Prometheus; this lab has none (`make lab` starts it)")
+        raise typer.Exit(UNREACHABLE)
+    policy = autoscale.Policy(min_replicas, max_replicas, target_inflight, cooldown, interval)
+    out.print(f"autoscaling the lab's stable instances between {min_replicas} and {max_replicas} at "
+              f"{target_inflight:g} in flight each (cool-down {cooldown:g}s); query: {autoscale.INFLIGHT}")
+    if dry_run:
+        raise typer.Exit(OK)
+
+    def scale_to(n: int) -> None:
+        before = lab_ops.current(target)
+        desired = lab_ops.with_stable_count(copy.deepcopy(before), n)
+        _say(f"scaling to {n}")
+        lab_ops.reconcile(target, desired, say=_say)
+        history.record(target.name, "auto-scale", before.as_dict(), desired.as_dict(), outcome="done", replicas=n)
+
+    scaler = autoscale.Autoscaler(Prometheus(target.prometheus_url), policy,
+                                  replicas=lambda: len(lab_ops.current(target).backends), scale_to=scale_to, say=_say)
+    try:
+        scaler.run(duration)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("disable-auto-scale")
+def disable_auto_scale(dry_run: DryRun = False, yes: Yes = False) -> None:
+    """Stack: remove the HPAs (replicas pinned).  Lab: stop a running autoscaler."""
+    if state.stack:
+        _stack_change("disable-auto-scale", lambda cfg: {"autoscaling": False}, dry_run, yes)
+        return
+    resolve()
+    if dry_run:
+        out.print("would stop the lab autoscaler, if one runs")
+        raise typer.Exit(OK)
+    out.print("stopped the lab autoscaler" if autoscale.stop_running() else "no lab autoscaler runs")
+
+
+@app.command()
+def rollback(dry_run: DryRun = False, yes: Yes = False) -> None:
+    """Back to the state before the last change this tool made (see `history`)."""
+    if state.stack:
+        entry = history.last_change(f"stack-{state.stack}")
+        if not entry:
+            err.print(f"automata-lb: nothing to roll back on stack {state.stack}")
+            raise typer.Exit(FAILED)
+        _stack_change("rollback", lambda cfg: entry["before"], dry_run, yes)
+        return
+    target = resolve()
+    entry = history.last_change(target.name)
+    if not entry:
+        err.print(f"automata-lb: nothing to roll back on {target.name}")
+        raise typer.Exit(FAILED)
+    out.print(f"rolling back `{entry['command']}` of {datetime.fromtimestamp(entry['time']):%Y-%m-%d %H:%M:%S}")
+    _lab_change("rollback", lambda _: LabState.from_dict(entry["before"]), dry_run, {"undoes": entry["command"]})
+
+
+@app.command("load-test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def load_test(ctx: typer.Context) -> None:
+    """The Locust scenarios with their SLO gates (python -m load_tests); every
+    option after the command goes to it, e.g. `load-test --scenario mixed
+    --target haproxy --users 50 --run-time 60s`.  Exit 1 when a gate breaks."""
+    if state.stack:
+        err.print("automata-lb: load-test drives an edge (the lab or a URL), not a stack")
+        raise typer.Exit(USAGE)
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "load_tests", *ctx.args], cwd=ROOT)
+    raise typer.Exit(proc.returncode)
+
+
+@app.command("history")
+def show_history(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="How many of the newest records.", min=1)] = 10,
+) -> None:
+    """What this tool changed on the target, newest last."""
+    name = f"stack-{state.stack}" if state.stack else resolve().name
+    entries = history.entries(name)[-limit:]
+    if as_json:
+        emit_json(entries)
+        raise typer.Exit(OK)
+    table = Table(title=f"History ({name})", title_justify="left")
+    for col in ("when", "command", "outcome", "details"):
+        table.add_column(col)
+    for e in entries:
+        details = {k: v for k, v in e.items() if k not in ("time", "target", "command", "before", "after", "outcome")}
+        table.add_row(f"{datetime.fromtimestamp(e['time']):%m-%d %H:%M:%S}", e["command"], e.get("outcome", ""),
+                      json.dumps(details, default=str)[:60])
+    out.print(table)
+
+
+def run() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    run()

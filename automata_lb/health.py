@@ -1,0 +1,82 @@
+"""Every health endpoint of every component, checked from where it matters.
+
+Backends are checked from an edge node (the network path the load
+balancers use), the edge nodes' own health on the node itself, Prometheus
+from here.  One SSH round trip per node: the checks run as a small script
+with the node's python3.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from .prom import Prometheus
+from .targets import EdgeNode, Target
+
+# Runs on the node (python3 - over SSH, CHECKS prepended): GET each URL,
+# report status and time, never raise.
+_CHECK = r"""
+import json, sys, time, urllib.error, urllib.request
+out = []
+for name, url in CHECKS:
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except Exception as e:
+        status = 0
+    out.append([name, url, status, round((time.monotonic() - start) * 1000, 1)])
+json.dump(out, sys.stdout)
+"""
+
+BACKEND_PATHS = ("/health", "/healthz", "/health/detailed")
+
+
+@dataclass(frozen=True)
+class Check:
+    component: str
+    endpoint: str
+    status: int
+    ms: float
+    expected: tuple[int, ...] = (200,)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in self.expected
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def _on_node(node: EdgeNode, checks: list[tuple[str, str]]) -> list[tuple[str, str, int, float]]:
+    proc = node.run("python3", "-", stdin=f"CHECKS = {json.dumps(checks)}\n{_CHECK}")
+    if proc.returncode != 0:
+        return [(name, url, 0, 0.0) for name, url in checks]
+    return [tuple(row) for row in json.loads(proc.stdout)]
+
+
+def run(target: Target, haproxy_port: int = 8000, monitor_uri: str = "/lb-health",
+        stats_port: int = 8404, stats_uri: str = "/haproxy-stats") -> list[Check]:
+    results: list[Check] = []
+    for node in target.edges:
+        own = [(f"{node.name} nginx", "http://127.0.0.1/health"),
+               (f"{node.name} haproxy", f"http://127.0.0.1:{haproxy_port}{monitor_uri}"),
+               (f"{node.name} stats page", f"http://127.0.0.1:{stats_port}{stats_uri}")]
+        for name, url, status, ms in _on_node(node, own):
+            # The stats page must answer, and only to credentials: 401 is healthy.
+            results.append(Check(name, url, status, ms, (401,) if name.endswith("stats page") else (200,)))
+    if target.edges:
+        via = target.edges[0]
+        checks = [(b.name, f"http://{b.address}:{b.port}{path}") for b in target.backends for path in BACKEND_PATHS]
+        results += [Check(f"{name} (from {via.name})", url, status, ms)
+                    for name, url, status, ms in _on_node(via, checks)]
+    if target.prometheus_url:
+        started = time.monotonic()
+        up = Prometheus(target.prometheus_url).healthy()
+        results.append(Check("prometheus", f"{target.prometheus_url}/-/healthy", 200 if up else 0,
+                             round((time.monotonic() - started) * 1000, 1)))
+    return results

@@ -1,0 +1,115 @@
+"""Runs ON an edge node (python3 -, over SSH) and prints one JSON document:
+NGINX and HAProxy state, versions, config hashes, last reload, every
+HAProxy server with its state, weight and sessions, the canary share.
+
+Standard library only: the node has the python3 Ansible uses and nothing else.
+Kept small and read-only; every change goes through edge.py's commands.
+"""
+
+import csv
+import glob
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+ADMIN_SOCKET = os.environ.get("AUTOMATA_HAPROXY_SOCKET", "/run/haproxy/admin.sock")
+
+
+def run(*argv):
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (proc.stdout + proc.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return "error: %s" % exc
+
+
+def runtime(command):
+    """One HAProxy runtime API command; "" when the socket is not there."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(ADMIN_SOCKET)
+            s.sendall((command + "\n").encode())
+            chunks = []
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+    except OSError:
+        return ""
+
+
+def digest(patterns):
+    h = hashlib.sha256()
+    for path in sorted(p for pattern in patterns for p in glob.glob(pattern)):
+        if os.path.isfile(path):
+            h.update(path.encode())
+            with open(path, "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def started(pid):
+    """Start time (Unix seconds) of a process, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as f:
+        boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def service(name):
+    out = run("systemctl", "show", name, "-p", "ActiveState", "-p", "MainPID")
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    pid = int(props.get("MainPID", "0") or 0)
+    workers = children(pid) if pid else []
+    # A reload replaces the workers and keeps the master: the newest worker
+    # started at the last reload (or at the start).
+    last = max((started(w) for w in workers), default=started(pid) if pid else None)
+    return {"active": props.get("ActiveState") == "active", "pid": pid, "last_reload": last}
+
+
+def nginx():
+    state = service("nginx")
+    state["version"] = run("nginx", "-v").rpartition("/")[2]
+    state["config_hash"] = digest(["/etc/nginx/nginx.conf", "/etc/nginx/proxy_params", "/etc/nginx/conf.d/*"])
+    return state
+
+
+def haproxy():
+    state = service("haproxy")
+    state["version"] = run("haproxy", "-v").splitlines()[0].split()[2] if state["active"] else ""
+    state["config_hash"] = digest(["/etc/haproxy/haproxy.cfg", "/etc/haproxy/maps/*"])
+    rows = csv.DictReader(io.StringIO(runtime("show stat").lstrip("# ")))
+    servers = []
+    for r in rows:
+        if r.get("svname") in ("FRONTEND", "BACKEND", None) or r.get("type") != "2":
+            continue
+        servers.append({
+            "backend": r["pxname"], "server": r["svname"], "status": r["status"],
+            "check": r["check_status"].lstrip("* "), "weight": int(r["weight"] or 0),
+            "sessions": int(r["scur"] or 0), "address": r.get("addr", ""), "backup": r.get("bck") == "1",
+        })
+    state["servers"] = servers
+    share = runtime("get var proc.canary_percent").strip()
+    # "proc.canary_percent: type=sint value=<10>"
+    state["canary_percent"] = int(share.rsplit("<", 1)[1].rstrip(">")) if "value=<" in share else None
+    return state
+
+
+json.dump({"node": socket.gethostname(), "time": time.time(), "nginx": nginx(), "haproxy": haproxy()}, sys.stdout)

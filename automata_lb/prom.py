@@ -1,0 +1,46 @@
+"""A small Prometheus HTTP API client (instant queries)."""
+
+from __future__ import annotations
+
+import httpx
+
+from monitoring.rules import CLIENT_ROUTES
+
+
+class PrometheusError(RuntimeError):
+    pass
+
+
+class Prometheus:
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/-/healthy", timeout=self.timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def query(self, expr: str) -> list[dict]:
+        try:
+            body = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=self.timeout).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise PrometheusError(f"{self.url}: {exc}") from exc
+        if body.get("status") != "success":
+            raise PrometheusError(f"{expr}: {body.get('error')}")
+        return body["data"]["result"]
+
+    def by_label(self, expr: str, label: str) -> dict[str, float]:
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(expr)}
+
+
+def backend_figures(prom: Prometheus, window: str = "1m") -> dict[str, dict[str, float]]:
+    """Request rate, 5xx ratio and p99 per backend instance, over `window`."""
+    rate = f"sum by (instance) (rate(automata_http_requests_total{{{CLIENT_ROUTES}}}[{window}]))"
+    errors = f'sum by (instance) (rate(automata_http_requests_total{{{CLIENT_ROUTES}, status=~"5.."}}[{window}]))'
+    p99 = (f"histogram_quantile(0.99, sum by (instance, le) "
+           f"(rate(automata_http_request_duration_seconds_bucket{{{CLIENT_ROUTES}}}[{window}])))")
+    rates, fails, tails = prom.by_label(rate, "instance"), prom.by_label(errors, "instance"), prom.by_label(p99, "instance")
+    return {name: {"rps": r, "error_ratio": (fails.get(name, 0.0) / r) if r else 0.0, "p99_s": tails.get(name)}
+            for name, r in rates.items()}

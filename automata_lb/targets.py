@@ -1,0 +1,148 @@
+"""What a command acts on: the lab, the edge VMs of an inventory, or a stack.
+
+The lab describes itself in .lab/lab.json; an inventory is read with
+`ansible-inventory` and its edge nodes are reached over SSH with the same
+connection settings the playbook uses; a stack is its config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB_JSON = ROOT / ".lab" / "lab.json"
+LAB_RELEASES = ROOT / ".lab" / "releases.json"
+LAB_INVENTORY = ROOT / "inventories" / "lab"
+STACKS = ("dev", "staging", "prod")
+
+
+class TargetError(RuntimeError):
+    """The target cannot be reached or described (exit code 3)."""
+
+
+@dataclass(frozen=True)
+class EdgeNode:
+    name: str
+    address: str
+    user: str = "root"
+    port: int = 22
+    key: str | None = None
+    ssh_args: tuple[str, ...] = ()
+
+    def ssh_argv(self, *command: str) -> list[str]:
+        control = Path(tempfile.gettempdir()) / f"automata-lb-ssh-{os.getuid()}"
+        control.mkdir(mode=0o700, exist_ok=True)
+        argv = ["ssh", "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                # One TCP+SSH handshake per node for a whole `status --watch`.
+                "-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=60s",
+                *self.ssh_args]
+        if self.key:
+            argv += ["-i", self.key]
+        return [*argv, f"{self.user}@{self.address}", *command]
+
+    def run(self, *command: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run(self.ssh_argv(*command), input=stdin, capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise TargetError(f"{self.name}: no answer over SSH within {timeout:.0f}s") from exc
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    address: str
+    port: int
+    version: str = "stable"
+    app_url: str | None = None      # reachable from here (the lab publishes every backend on loopback)
+    admin_url: str | None = None    # the lab's fault-injection port
+    container: str | None = None    # the lab's container
+    release: str = ""               # what it runs (X-Backend-Version), where known
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str                        # "lab" | "inventory"
+    name: str                        # "lab" or the inventory path
+    inventory: Path
+    edges: tuple[EdgeNode, ...]
+    backends: tuple[Backend, ...]
+    prometheus_url: str | None = None
+    production: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _inventory_backends(path: Path) -> list[tuple[str, dict]]:
+    from . import inventory as inv  # the module needs targets' ROOT; import late
+
+    return [("stable", b) for b in inv.read(path, "edge_backends", []) or []] + \
+           [("canary", b) for b in inv.read(path, "edge_canary_backends", []) or []]
+
+
+def _ssh_common_args(value: str | None) -> tuple[str, ...]:
+    return tuple(shlex.split(value)) if value else ()
+
+
+def lab() -> Target:
+    if not LAB_JSON.exists():
+        raise TargetError(f"the lab is not up ({LAB_JSON} is missing): run `make lab`")
+    lab = json.loads(LAB_JSON.read_text())
+    common = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
+    edges = tuple(EdgeNode(e["name"], e["address"], e["ssh"]["user"], e["ssh"]["port"], e["ssh"]["key"], common)
+                  for e in lab["edges"])
+    described = {b["name"]: Backend(b["name"], b["address"], b["port"], b["version"], b["endpoints"]["app"],
+                                    b["endpoints"]["admin"], b["container"]) for b in lab["backends"]}
+    # The inventory says which instances the load balancers serve (scaling
+    # adds some the lab did not start); lab.json adds what it publishes.
+    releases = json.loads(LAB_RELEASES.read_text()) if LAB_RELEASES.exists() else {}
+    backends = tuple(dataclasses.replace(
+        described.get(b["name"]) or Backend(b["name"], b["address"], int(b["port"]), track,
+                                            container=f"automata-lab-{b['name']}"),
+        release=releases.get(b["name"], track)) for track, b in _inventory_backends(LAB_INVENTORY))
+    return Target("lab", "lab", LAB_INVENTORY, edges, backends,
+                  prometheus_url=lab.get("prometheus", {}).get("url"), extra={"lab": lab})
+
+
+def inventory(path: Path) -> Target:
+    """Edge nodes and backends of an inventory, as Ansible resolves them."""
+    if not path.exists():
+        raise TargetError(f"--inventory {path}: no such inventory")
+    ansible = Path(sys.executable).parent / "ansible-inventory"
+    proc = subprocess.run([str(ansible if ansible.exists() else "ansible-inventory"), "-i", str(path), "--list"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    if proc.returncode != 0:
+        raise TargetError(f"--inventory {path}: ansible-inventory failed: {proc.stderr.strip()}")
+    data = json.loads(proc.stdout)
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    names = _group_hosts(data, "edge")
+    if not names:
+        raise TargetError(f"--inventory {path}: no hosts in group 'edge'")
+    edges = []
+    for name in names:
+        hv = hostvars.get(name, {})
+        key = hv.get("ansible_ssh_private_key_file")
+        edges.append(EdgeNode(name, hv.get("ansible_host", name), hv.get("ansible_user", "root"),
+                              int(hv.get("ansible_port", 22)), str(ROOT / key) if key and not os.path.isabs(key) else key,
+                              _ssh_common_args(hv.get("ansible_ssh_common_args"))))
+    first = hostvars.get(names[0], {})
+    backends = [Backend(b["name"], b["address"], int(b["port"]), "stable") for b in first.get("edge_backends", [])]
+    backends += [Backend(b["name"], b["address"], int(b["port"]), "canary")
+                 for b in first.get("edge_canary_backends", [])]
+    return Target("inventory", str(path), path, tuple(edges), tuple(backends),
+                  prometheus_url=first.get("monitoring_prometheus_url"),
+                  production=path.resolve() != LAB_INVENTORY.resolve())
+
+
+def _group_hosts(data: dict, group: str) -> list[str]:
+    hosts = list(data.get(group, {}).get("hosts", []))
+    for child in data.get(group, {}).get("children", []):
+        hosts += [h for h in _group_hosts(data, child) if h not in hosts]
+    return hosts

@@ -1,0 +1,182 @@
+"""automata-lb's changes on the lab, under a steady load through both load
+balancers: scale-up, canary-deploy, rollback, rolling-update, rollback,
+scale-down.  No request may fail, WebSockets on replaced instances must end
+with a clean close (1001, going away), and afterwards the inventory and the
+nodes agree (a converge changes nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import httpx
+import pytest
+from haproxy_lab import node, wait_for, wait_until_settled
+from labkit import INVENTORY
+from nginx_lab import ClientIPs, LoadGenerator, tls_context, ws_url
+from test_cli_status import CLI, cli, cli_json
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from automata_lb import inventory as inv
+
+HAPROXY_BACKENDS = ["api", "auth", "websocket", "ai"]
+INVENTORY_DIR = INVENTORY.parent
+
+
+class WebSocketWatch:
+    """WebSockets held open through NGINX; records how each one ended."""
+
+    def __init__(self, base_url: str, ca_cert: str, ips: ClientIPs, count: int = 4, max_seconds: float = 600) -> None:
+        self.base_url, self.ca_cert, self.ips, self.count = base_url, ca_cert, ips, count
+        self.deadline = time.monotonic() + max_seconds
+        self.ended: list[tuple[str, int | None]] = []   # (instance, close code)
+        self.echoes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _session(self, n: int) -> None:
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            instance = "?"
+            try:
+                async with ws_connect(ws_url(self.base_url), ssl=tls_context(self.ca_cert), open_timeout=10,
+                                      additional_headers={"x-forwarded-for": self.ips.take()}) as ws:
+                    instance = json.loads(await asyncio.wait_for(ws.recv(), 10))["instance"]
+                    while not self._stop.is_set() and time.monotonic() < self.deadline:
+                        await ws.send(f"{n}")
+                        while json.loads(await asyncio.wait_for(ws.recv(), 10)).get("data") != f"{n}":
+                            pass
+                        self.echoes += 1
+                        await asyncio.sleep(0.3)
+                    return
+            except ConnectionClosed as closed:
+                self.ended.append((instance, closed.rcvd.code if closed.rcvd else None))
+            except Exception as exc:  # a failed handshake or a stalled echo is a failure too
+                self.ended.append((instance, f"{type(exc).__name__}: {exc}"))
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._session(n) for n in range(self.count)))
+
+    def __enter__(self) -> WebSocketWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _instances(client: httpx.Client, ips: ClientIPs, count: int) -> Counter:
+    seen = Counter()
+    for _ in range(count):
+        r = client.get("/api/where", headers={"x-forwarded-for": ips.take()})
+        assert r.status_code == 200, r.status_code
+        seen[r.headers["x-backend-instance"]] += 1
+    return seen
+
+
+@pytest.fixture(scope="module")
+def changes(lab, edge, ca_cert):
+    """Run the whole sequence under load; yield what each step said and what the load saw."""
+    for e in lab["edges"]:
+        wait_until_settled(node(e["name"]), HAPROXY_BACKENDS)
+    original = INVENTORY_DIR.joinpath("group_vars/edge/main.yml").read_text()
+    steps: dict[str, tuple[int, str]] = {}
+    seen: dict[str, Counter] = {}
+    ips = ClientIPs()
+    nginx_load = LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), http_workers=2,
+                               websockets=0, max_seconds=600)
+    haproxy_load = LoadGenerator(edge["endpoints"]["haproxy_http"], ca_cert, ClientIPs(), http_workers=2,
+                                 websockets=0, max_seconds=600)
+    try:
+        with nginx_load, haproxy_load, WebSocketWatch(edge["endpoints"]["nginx_https"], ca_cert, ips) as sockets, \
+                httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=10) as haproxy:
+            for name, args in [("scale-up", ["scale-up", "1"]),
+                               ("canary-deploy", ["canary-deploy", "v2", "--weight", "10"]),
+                               ("rollback-canary", ["rollback"]),
+                               ("rolling-update", ["rolling-update", "v3"]),
+                               ("rollback-update", ["rollback"]),
+                               ("scale-down", ["scale-down", "1"])]:
+                proc = cli(*args, timeout=600)
+                steps[name] = (proc.returncode, proc.stdout + proc.stderr)
+                if proc.returncode != 0:
+                    break
+                seen[name] = _instances(haproxy, ips, 60)
+        yield steps, seen, nginx_load.report, haproxy_load.report, sockets
+    finally:
+        if INVENTORY_DIR.joinpath("group_vars/edge/main.yml").read_text() != original:
+            cli("rollback", timeout=600)
+
+
+def test_every_step_succeeds(changes):
+    steps, *_ = changes
+    assert [n for n, (rc, _) in steps.items() if rc == 0] == list(steps), {n: o[-1500:] for n, (rc, o) in steps.items()}
+    assert len(steps) == 6
+
+
+def test_scale_up_puts_the_new_instance_in_rotation(changes):
+    _, seen, *_ = changes
+    assert seen["scale-up"]["backend-4"] > 0
+    assert "backend-4" not in seen["scale-down"]
+
+
+def test_releases_are_what_each_step_asked(lab, changes):
+    steps, *_ = changes
+    assert "canary-1: drain, replace canary -> v2" in steps["canary-deploy"][1]
+    assert "backend-1: drain, replace v3 -> stable" in steps["rollback-update"][1]
+    rc, doc = cli_json("status")
+    versions = {s["server"]: s["version"] for s in doc["servers"]}
+    assert versions == {b["name"]: b["version"] for b in lab["backends"]}
+
+
+def test_no_request_failed_on_either_load_balancer(changes):
+    _, _, nginx, haproxy, _ = changes
+    assert nginx.requests > 100 and haproxy.requests > 100
+    assert nginx.failures == [] and haproxy.failures == []
+
+
+def test_websockets_on_replaced_instances_closed_cleanly(changes):
+    *_, sockets = changes
+    assert sockets.echoes > 0
+    assert all(code == 1001 for _, code in sockets.ended), sockets.ended
+
+
+def test_the_inventory_and_the_nodes_agree_afterwards(changes):
+    result = inv.converge(INVENTORY_DIR)
+    assert result.rc == 0, result.output[-3000:]
+    assert set(result.changed.values()) == {0}, result.changed
+
+
+def _stable_count() -> int:
+    return len(inv.read(INVENTORY_DIR, "edge_backends"))
+
+
+def test_the_lab_autoscaler_grows_under_load_and_shrinks_after_the_cool_down(lab, edge, ca_cert):
+    """Slow /ai/ calls hold connections in flight: the autoscaler adds an
+    instance, and takes it away once the load has been gone a cool-down."""
+    assert _stable_count() == 3
+    scaler = subprocess.Popen([str(CLI), "auto-scale", "--min-replicas", "3", "--max-replicas", "4",
+                               "--target-inflight", "3", "--cooldown", "10", "--interval", "2", "--duration", "300"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    steady = LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), http_workers=2, websockets=0,
+                           max_seconds=330)
+    try:
+        with steady:
+            # 12 calls of 2 s always in flight: 4 per instance against a target of 3.
+            with LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), http_workers=12,
+                               websockets=0, path="/ai/slow?seconds=2", max_seconds=150) as slow:
+                wait_for(lambda: _stable_count() == 4, timeout=150, interval=1)
+            wait_for(lambda: _stable_count() == 3, timeout=150, interval=1)
+    finally:
+        cli("disable-auto-scale")
+        output = scaler.communicate(timeout=120)[0]
+        if _stable_count() != 3:
+            cli("scale-down", "3", "--to", timeout=600)
+    assert "scaling to 4" in output and "scaling to 3" in output, output[-2000:]
+    assert slow.report.failures == [] and steady.report.failures == []
+    assert steady.report.requests > 100
