@@ -153,6 +153,7 @@ def add_to_haproxy(target: Target, entry: dict, say: Say) -> None:
     if peer:
         say(f"{name} added to HAProxy at runtime; waiting for its health checks")
         _wait(lambda: _up_everywhere(target, name), 30, f"HAProxy did not see {name} UP")
+        say(f"{name} takes traffic on HAProxy (NGINX after the converge)")
 
 
 def _start(entry: dict, track: str, release: str | None, image: str, say: Say) -> None:

@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 from haproxy_lab import health_settings, node, wait_for, wait_until_settled
+from nginx_lab import ClientIPs, tls_context
 
 from lab.podman import podman
 
@@ -92,3 +94,18 @@ def test_bad_arguments_exit_with_a_message_naming_them(args, message):
     proc = cli(*args)
     assert proc.returncode in (2, 3)
     assert message in proc.stderr
+
+
+def test_the_canary_share_status_reports_is_what_both_load_balancers_send(lab, edge, ca_cert):
+    """2,000 requests to /api/ through each load balancer: the canary's share
+    is the policy's within 3 points (binomial spread at 10%: 0.7 points)."""
+    rc, doc = cli_json("status")
+    share = {e["haproxy"]["canary_percent"] for e in doc["edges"]}
+    assert share == {10}
+    ips = ClientIPs()
+    for url, verify in ((edge["endpoints"]["nginx_https"], tls_context(ca_cert)), (edge["endpoints"]["haproxy_http"], True)):
+        with httpx.Client(base_url=url, verify=verify, timeout=10) as client:
+            seen = [client.get("/api/share", headers={"x-forwarded-for": ips.take()}).headers["x-backend-version"]
+                    for _ in range(2000)]
+        measured = 100 * seen.count("canary") / len(seen)
+        assert abs(measured - 10) <= 3, f"{url}: {measured:.1f}% went to the canary"

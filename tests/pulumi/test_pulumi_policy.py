@@ -129,7 +129,9 @@ def test_permissive_mtls_passes_only_when_allowed_and_disable_never(records):
 
 
 def test_destination_rule_without_outlier_detection_is_rejected(records):
-    bad = edited(first(records("prod"), "DestinationRule"), lambda i: i["spec"]["trafficPolicy"].pop("outlierDetection"))
+    # By name: registrations arrive from several threads, in no fixed order.
+    bad = edited(first(records("prod"), "DestinationRule", "mesh-api-dr"),
+                 lambda i: i["spec"]["trafficPolicy"].pop("outlierDetection"))
     assert violations(guardrails.destination_rule_has_outlier_detection, bad) == [
         "DestinationRule 'automata-api' has no outlier detection (trafficPolicy.outlierDetection.consecutive5xxErrors)"]
 
