@@ -466,6 +466,16 @@ def load(path: Path | str = POLICY_FILE, overrides: dict | None = None) -> Polic
     return parse(document)
 
 
+def problem(path: Path | str = POLICY_FILE, overrides: dict | None = None) -> str:
+    """'' when the policy (with `overrides`) is valid, else the message naming
+    the field: what the roles' validation plays assert on."""
+    try:
+        load(path, overrides or {})
+    except PolicyError as exc:
+        return str(exc)
+    return ""
+
+
 def edit(field: str, value: Any, path: Path | str = POLICY_FILE) -> Policy:
     """Change one value in the policy file, keeping its comments and layout.
 

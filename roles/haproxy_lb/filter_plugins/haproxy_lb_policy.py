@@ -19,16 +19,6 @@ if _ROOT not in sys.path:
 from traffic import haproxy, model  # noqa: E402
 
 
-def policy_problem(policy_file: str, overrides: dict | None = None) -> str:
-    """'' when the policy (with the inventory's overrides) is valid, else the
-    message naming the field."""
-    try:
-        model.load(policy_file, overrides or {})
-    except model.PolicyError as exc:
-        return str(exc)
-    return ""
-
-
 def classes(policy_file: str, overrides: dict | None = None) -> list[str]:
     try:
         return [c.name for c in model.load(policy_file, overrides or {}).classes]
@@ -54,5 +44,5 @@ def render(policy_file: str, overrides: dict | None, servers: list, canary_serve
 
 class FilterModule:
     def filters(self) -> dict:
-        return {"haproxy_lb_policy_problem": policy_problem, "haproxy_lb_policy": render,
+        return {"haproxy_lb_policy_problem": model.problem, "haproxy_lb_policy": render,
                 "haproxy_lb_policy_classes": classes}

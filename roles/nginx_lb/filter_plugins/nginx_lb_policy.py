@@ -20,16 +20,6 @@ if _ROOT not in sys.path:
 from traffic import model, nginx  # noqa: E402
 
 
-def policy_problem(policy_file: str, overrides: dict | None = None) -> str:
-    """'' when the policy (with the inventory's overrides) is valid, else the
-    message naming the field."""
-    try:
-        model.load(policy_file, overrides or {})
-    except model.PolicyError as exc:
-        return str(exc)
-    return ""
-
-
 def classes(policy_file: str, overrides: dict | None = None) -> dict:
     """{class name: balance} of the policy ({} when it is invalid: the policy
     check reports that)."""
@@ -54,5 +44,5 @@ def render(policy_file: str, overrides: dict | None, servers: list, canary_serve
 
 class FilterModule:
     def filters(self) -> dict:
-        return {"nginx_lb_policy_problem": policy_problem, "nginx_lb_policy": render,
+        return {"nginx_lb_policy_problem": model.problem, "nginx_lb_policy": render,
                 "nginx_lb_policy_classes": classes}
