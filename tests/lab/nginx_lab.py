@@ -111,6 +111,16 @@ def ws_url(https_url: str, path: str = "/ws") -> str:
     return https_url.replace("https://", "wss://", 1) + path
 
 
+def ws_hello(url: str, ca_cert: str | None = None, headers: dict | None = None) -> dict:
+    """Open a WebSocket (wss:// with the lab CA, or ws://), return its hello."""
+    async def hello() -> dict:
+        ssl_ctx = tls_context(ca_cert) if url.startswith("wss://") else None
+        async with ws_connect(url, ssl=ssl_ctx, additional_headers=headers or {}, open_timeout=10,
+                              close_timeout=2) as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+    return asyncio.run(hello())
+
+
 def access_log(host, marker: str) -> list[dict]:
     """The access-log entries whose request id contains `marker`.
 

@@ -10,7 +10,6 @@ another.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import threading
 import time
@@ -19,11 +18,10 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from websockets.sync.client import connect as ws_connect
 
 from haproxy_lab import node, server_states, wait_for, wait_until_settled
 from labkit import lab_policy
-from nginx_lab import tls_context
+from nginx_lab import tls_context, ws_hello
 
 POLICY = lab_policy()
 LBS = ["nginx", "haproxy"]
@@ -83,10 +81,7 @@ def test_a_client_refused_on_one_class_is_served_on_another_on_both(http):
 
 def _ws_instance(edge: dict, lb: str, ca_cert: str, ip: str) -> str:
     url = base_url(edge, lb).replace("https://", "wss://").replace("http://", "ws://") + "/ws"
-    ssl = tls_context(ca_cert) if url.startswith("wss://") else None
-    with ws_connect(url, ssl=ssl, additional_headers={"x-forwarded-for": ip}, open_timeout=10, close_timeout=2) as ws:
-        hello = json.loads(ws.recv(timeout=10))
-        return hello["instance"]
+    return ws_hello(url, ca_cert, {"x-forwarded-for": ip})["instance"]
 
 
 @pytest.mark.parametrize("lb", LBS)
