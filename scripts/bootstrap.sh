@@ -12,6 +12,7 @@ APT_PACKAGES=(
   python3-venv                       # .venv on a Python without ensurepip
   nginx haproxy wrk nghttp2-client   # the benchmark runs them on loopback
   prometheus                         # promtool checks generated Prometheus configs
+  keepalived                         # `keepalived -t` checks roles/edge_vip's configuration (tests/vip)
 )
 
 missing=()
@@ -22,6 +23,8 @@ if ((${#missing[@]})); then
   echo "bootstrap: apt-get install ${missing[*]}"
   # The host only runs NGINX/HAProxy for benchmarks: keep the packages from
   # starting services on ports 80 and 443 (policy-rc.d 101 = "do not start").
+  # keepalived would not start anyway (its unit needs a keepalived.conf,
+  # which nothing writes on the host), and must never float an address here.
   created_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d

@@ -1,0 +1,126 @@
+"""Helpers of the edge_vip tests (importable by name; conftest.py only holds
+fixtures, as in tests/lab and tests/policy).
+
+Every run passes its own inventory: ansible.cfg's default one is the lab's,
+which these tests never touch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "playbooks" / "edge.yml"
+# Runs a role's validate and config tasks on this machine (connection local).
+RENDER = ROOT / "bench" / "render.yml"
+CALLBACKS = Path(__file__).with_name("callback_plugins")
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+# Two edge hosts on a network of our own, valid for every role's validation.
+# connection local: the validation play only evaluates assertions on the
+# controller, and the rendering runs write under a scratch directory.
+HOSTS = {"edge-a": "10.78.9.11", "edge-b": "10.78.9.12"}
+VIP = "10.78.9.100/24"
+BASE_VARS = {
+    "ansible_connection": "local",
+    "ansible_python_interpreter": sys.executable,
+    "edge_backends": [{"name": "backend-1", "address": "10.78.9.21", "port": 8000}],
+    "nginx_lb_tls_enabled": False,
+    "haproxy_lb_stats_password": "not-a-default-" + "x" * 8,
+    "kernel_tuning_apply_global": False,
+    "kernel_tuning_nofile": 20000,
+}
+
+
+def auth_pass() -> str:
+    """A throwaway 8-character VRRP password (what `openssl rand -base64 6` makes)."""
+    return secrets.token_urlsafe(6)
+
+
+def vip_vars(**extra) -> dict:
+    return {"edge_vip_addresses": [VIP], "edge_vip_auth_pass": auth_pass()} | extra
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+    stats: dict[str, dict] = field(default_factory=dict)
+    failed: dict[str, dict] = field(default_factory=dict)
+    changed_tasks: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> int:
+        return sum(s.get("changed", 0) for s in self.stats.values())
+
+
+def write_inventory(directory: Path, group_vars: dict, host_vars: dict | None = None,
+                    hosts: dict[str, str] | None = None) -> Path:
+    """An inventory with group `edge` (HOSTS unless given: name -> ansible_host)."""
+    hosts = HOSTS if hosts is None else hosts
+    host_vars = host_vars or {}
+    inventory = {"all": {"children": {"edge": {
+        "hosts": {name: {"ansible_host": address} | host_vars.get(name, {}) for name, address in hosts.items()},
+        "vars": BASE_VARS | group_vars,
+    }}}}
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory, sort_keys=False))
+    return path
+
+
+def run(playbook: Path, inventory: Path, extra_vars: dict | None = None, *, limit: str | None = None,
+        timeout: float = 180) -> Run:
+    """ansible-playbook with our inventory; the outcome read through the
+    vip_results callback."""
+    with tempfile.TemporaryDirectory(prefix="h16-vip-run-") as tmp:
+        results = Path(tmp) / "results.json"
+        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)]
+        if extra_vars:
+            vars_file = Path(tmp) / "extra.json"
+            vars_file.write_text(json.dumps(extra_vars))
+            cmd += ["-e", f"@{vars_file}"]
+        if limit:
+            cmd += ["--limit", limit]
+        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+               "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS), "ANSIBLE_CALLBACKS_ENABLED": "vip_results",
+               "AUTOMATA_VIP_RESULTS": str(results)}
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        data = json.loads(results.read_text()) if results.exists() else {}
+    return Run(proc.returncode, proc.stdout + proc.stderr, data.get("stats", {}), data.get("failed", {}),
+               data.get("changed_tasks", {}))
+
+
+def validation_play(directory: Path) -> Path:
+    """playbooks/edge.yml's first play (validate the inventory) alone, as a
+    playbook: the plays after it would change the machine the tests run on."""
+    plays = yaml.safe_load(PLAYBOOK.read_text())
+    first = plays[0]
+    assert first["name"] == "Validate the inventory", first["name"]
+    path = directory / "validate.yml"
+    path.write_text(yaml.safe_dump([first], sort_keys=False))
+    return path
+
+
+def render(directory: Path, variables: dict, host_vars: dict | None = None) -> Run:
+    """roles/edge_vip's validate and config tasks (bench/render.yml) for
+    `localhost`, a member of group edge with edge-b, into directory/keepalived:
+    the configuration lands only if the real `keepalived -t` accepted it.
+    `variables` (group variables) usually start from vip_vars()."""
+    hosts = {"localhost": HOSTS["edge-a"], "edge-b": HOSTS["edge-b"]}
+    inventory = write_inventory(directory / "inventory", {
+        "edge_vip_manage_service": False,
+        "edge_vip_config_dir": str(directory / "keepalived"),
+        "edge_vip_state_file": str(directory / "run" / "state"),
+        "edge_vip_textfile_dir": str(directory / "textfile"),
+    } | variables, host_vars, hosts)
+    return run(RENDER, inventory, {"bench_role": "edge_vip"}, limit="localhost")
