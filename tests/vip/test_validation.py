@@ -10,12 +10,14 @@ changed, and leaves hosts without addresses alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from vipkit import BASE_VARS, HOSTS, VIP, run, validation_play, vip_vars, write_inventory
 
-VALIDATE_ROLE = __import__("pathlib").Path(__file__).with_name("validate_role.yml")
+VALIDATE_ROLE = Path(__file__).with_name("validate_role.yml")
 
 # case: (group variables over vip_vars(), {"a"|"b": host variables}, the variable the message must name)
 BAD = {
@@ -68,16 +70,21 @@ GOOD = {
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    """One run of validate_role.yml over every case; the run as data."""
+def case_groups() -> dict:
+    """Every case as an inventory group of two hosts of its own."""
     groups = {}
     for name, (group_vars, host_vars, *_) in (BAD | GOOD).items():
         hosts = {f"{name}-{side}": {"ansible_host": address} | host_vars.get(side, {})
                  for side, address in zip("ab", HOSTS.values())}
         groups[name] = {"hosts": hosts, "vars": vip_vars(edge_vip_group=name) | group_vars}
-    directory = tmp_path_factory.mktemp("cases")
-    inventory = directory / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"vars": BASE_VARS, "children": groups}}, sort_keys=False))
+    return groups
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory, case_groups):
+    """One run of validate_role.yml over every case; the run as data."""
+    inventory = tmp_path_factory.mktemp("cases") / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"vars": BASE_VARS, "children": case_groups}}, sort_keys=False))
     result = run(VALIDATE_ROLE, inventory)
     assert set(result.stats) == {f"{name}-{side}" for name in BAD | GOOD for side in "ab"}, result.output[-3000:]
     return result
@@ -105,13 +112,12 @@ def test_validation_changes_nothing(cases):
     assert cases.changed == 0, cases.changed_tasks
 
 
-def test_password_never_appears_in_the_output(tmp_path):
-    secret = vip_vars()["edge_vip_auth_pass"]
-    inventory = write_inventory(tmp_path, vip_vars(edge_vip_auth_pass=secret),
-                                {"edge-b": {"edge_vip_priority": 200}})
-    result = run(VALIDATE_ROLE, inventory)
-    assert result.rc != 0 and "edge_vip_priority" in result.failed["edge-a"]["msg"]
-    assert secret not in result.output
+def test_password_never_appears_in_the_output(cases, case_groups):
+    # The generated ones: "12345678" may well appear for other reasons.
+    passwords = [group["vars"]["edge_vip_auth_pass"] for name, group in case_groups.items()
+                 if "edge_vip_auth_pass" not in (BAD | GOOD)[name][0]]
+    assert len(passwords) > 20
+    assert [p for p in passwords if p in cases.output] == []
 
 
 def test_the_edge_playbook_stops_every_host_before_any_change(tmp_path):

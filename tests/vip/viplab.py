@@ -1,0 +1,242 @@
+"""A two-node VRRP lab of its own for the failover experiment
+(test_vip_failover.py, opt-in with AUTOMATA_VIP_LAB=1; docs/edge-ha.md).
+
+Two edge nodes from the lab's node image and one backend from its backend
+image, on a Podman network of their own, converged with the whole
+playbooks/edge.yml over SSH as the lab is.  Nothing here touches the shared
+lab's containers or network (`automata-lab`, 10.77.7.0/24): names start with
+AUTOMATA_VIP_PREFIX (default automata-vip) and the subnet is
+AUTOMATA_VIP_SUBNET (default 10.78.9.0/24).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lab import images, topology
+from lab.podman import exists, podman
+from load_tests.drill import wait_for
+from vipkit import PLAYBOOK, Run, run, write_inventory
+
+PREFIX = os.environ.get("AUTOMATA_VIP_PREFIX", "automata-vip")
+SUBNET = ipaddress.IPv4Network(os.environ.get("AUTOMATA_VIP_SUBNET", "10.78.9.0/24"))
+NETWORK = f"{PREFIX}-net"
+LABEL = f"{PREFIX}=1"
+GATEWAY = str(SUBNET[1])
+EDGES = {"edge-1": str(SUBNET[11]), "edge-2": str(SUBNET[12])}
+BACKEND = ("backend-1", str(SUBNET[21]))
+VIP = str(SUBNET[100])
+# What VRRP needs beyond the lab's SYS_ADMIN (measured, docs/edge-ha.md):
+# NET_ADMIN to add and remove the address, NET_RAW for the VRRP and
+# gratuitous-ARP sockets (in Podman 4.3's default set, but not in every
+# runtime's, so asked for by name).
+EDGE_CAPS = "SYS_ADMIN,NET_ADMIN,NET_RAW"
+
+
+def container(node: str) -> str:
+    return f"{PREFIX}-{node}"
+
+
+def wait_until(predicate, timeout: float, what: str = "condition"):
+    """Poll every 50 ms until predicate() is truthy; return its value (the
+    drill's poller: the numbers here want a finer step)."""
+    return wait_for(predicate, timeout, what, interval=0.05)
+
+
+def sh(node: str, command: str, check: bool = True) -> str:
+    """Run a shell command on a node (podman exec: the measurements must not
+    wait for SSH)."""
+    return podman("exec", container(node), "sh", "-c", command, check=check).stdout
+
+
+def now() -> float:
+    return time.time()
+
+
+@dataclass
+class Node:
+    name: str
+
+    def holds_vip(self) -> bool:
+        return f" {VIP}/" in sh(self.name, "ip -4 -o addr show dev eth0")
+
+    def state(self) -> dict[str, str]:
+        text = sh(self.name, "cat /run/keepalived/state 2>/dev/null || true")
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+    def start_address_monitor(self) -> None:
+        """Timestamped address events (`ip -ts monitor address`), kept on the node."""
+        sh(self.name, "pkill -f '[i]p -ts monitor address' || true; rm -f /run/vip-monitor.log")
+        podman("exec", "-d", container(self.name), "sh", "-c",
+               "TZ=UTC exec ip -ts monitor address dev eth0 >/run/vip-monitor.log 2>&1")
+        wait_until(lambda: sh(self.name, "pgrep -f '[i]p -ts monitor address' || true").strip(), 5,
+                   what=f"address monitor on {self.name}")
+
+    def address_events(self) -> list[tuple[float, str]]:
+        """[(unix time, "added"|"deleted")] for the virtual address."""
+        events = []
+        for line in sh(self.name, "cat /run/vip-monitor.log").splitlines():
+            if f" {VIP}/" not in line or not line.startswith("["):
+                continue
+            stamp = datetime.fromisoformat(line[1:line.index("]")]).replace(tzinfo=timezone.utc).timestamp()
+            events.append((stamp, "deleted" if "Deleted" in line else "added"))
+        return events
+
+
+@dataclass
+class Prober:
+    """Requests to the virtual address from this machine, one new connection
+    every `interval` seconds, each outcome recorded: what a client sees."""
+
+    port: int
+    path: str
+    interval: float = 0.05
+    timeout: float = 0.3
+    outcomes: list[tuple[float, float, bool]] = field(default_factory=list)  # (started, ended, ok)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _once(self) -> bool:
+        request = f"GET {self.path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n".encode()
+        try:
+            with socket.create_connection((VIP, self.port), timeout=self.timeout) as s:
+                s.sendall(request)
+                return s.recv(12).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = now()
+            ok = self._once()
+            self.outcomes.append((started, now(), ok))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Prober:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def outage_after(self, t0: float) -> float:
+        """Seconds from t0 until the answer of the first request that
+        succeeded after the last failed one (0 if none failed).  A request
+        waiting for ARP to resolve the moved address counts as failing until
+        it is answered."""
+        after = [o for o in self.outcomes if o[0] >= t0]
+        failures = [started for started, _, ok in after if not ok]
+        if not failures:
+            return 0.0
+        recovered = [ended for started, ended, ok in after if ok and started > failures[-1]]
+        assert recovered, "the virtual address never answered again"
+        return recovered[0] - t0
+
+
+class VipLab:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.key = state_dir / "id_ed25519"
+        self.auth_pass = secrets.token_urlsafe(6)
+        self.stats_password = secrets.token_urlsafe(18)
+        self.nodes = {name: Node(name) for name in EDGES}
+
+    # --- lifecycle ---------------------------------------------------------------
+    def up(self, reuse: bool = False) -> None:
+        """Start the pair from nothing; with `reuse`, keep a running pair an
+        earlier run left (AUTOMATA_VIP_KEEP=1) and its key."""
+        if exists("network", "automata-lab") and any(
+                ipaddress.IPv4Network(s) == SUBNET for s in self._lab_subnets()):
+            raise RuntimeError(f"{SUBNET} is the shared lab's subnet: set AUTOMATA_VIP_SUBNET")
+        if reuse and self.key.exists() and self._running():
+            return
+        self.down()  # what an interrupted earlier run left
+        self.key.unlink(missing_ok=True)
+        Path(f"{self.key}.pub").unlink(missing_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", PREFIX, "-f", str(self.key)],
+                       check=True)
+        node_image, backend_image = images.ensure_node(), images.ensure_backend()
+        if not exists("network", NETWORK):
+            podman("network", "create", "--label", LABEL, "--subnet", str(SUBNET), "--gateway", GATEWAY, NETWORK)
+        for name, address in EDGES.items():
+            podman("run", "-d", "--name", container(name), "--label", LABEL, "--hostname", name,
+                   "--network", NETWORK, "--ip", address, "--mac-address", topology.mac_address(address),
+                   "--systemd=always", "--cap-add", EDGE_CAPS,
+                   "-v", f"{self.key}.pub:/root/.ssh/authorized_keys:ro", node_image, "/sbin/init")
+        name, address = BACKEND
+        podman("run", "-d", "--name", container(name), "--label", LABEL, "--hostname", name,
+               "--network", NETWORK, "--ip", address, "--mac-address", topology.mac_address(address),
+               backend_image, "--instance", name, "--version", "stable", "--host", "0.0.0.0",
+               "--port", "8000", "--admin-host", "0.0.0.0", "--admin-port", "9000")
+        for address in [*EDGES.values(), BACKEND[1]]:
+            port = 8000 if address == BACKEND[1] else 22
+            wait_for(lambda: _listening(address, port), 60, f"{address}:{port}", interval=0.2)
+
+    def down(self) -> None:
+        names = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout.split()
+        for name in names:
+            podman("rm", "-f", "-t", "2", name, check=False)
+        if exists("network", NETWORK):
+            podman("network", "rm", NETWORK, check=False)
+
+    def _running(self) -> bool:
+        names = podman("ps", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout.split()
+        return set(names) == {container(n) for n in [*EDGES, BACKEND[0]]}
+
+    @staticmethod
+    def _lab_subnets() -> list[str]:
+        out = podman("network", "inspect", "automata-lab", "--format",
+                     "{{range .Subnets}}{{.Subnet}} {{end}}", check=False).stdout
+        return out.split()
+
+    # --- Ansible ------------------------------------------------------------------
+    def inventory(self, extra: dict | None = None) -> Path:
+        backend = [{"name": BACKEND[0], "address": BACKEND[1], "port": 8000}]
+        return write_inventory(self.dir / "inventory", {
+            "ansible_connection": "ssh",
+            "ansible_python_interpreter": "auto_silent",
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                       "-o LogLevel=ERROR",
+            "edge_backends": backend,
+            "edge_canary_backends": [{"name": "canary-1", "address": BACKEND[1], "port": 8000}],
+            "traffic_policy_overrides": {"trusted_proxies": [f"{GATEWAY}/32"]},
+            "haproxy_lb_stats_password": self.stats_password,
+            "edge_vip_addresses": [f"{VIP}/{SUBNET.prefixlen}"],
+            "edge_vip_auth_pass": self.auth_pass,
+        } | (extra or {}), hosts=EDGES)
+
+    def converge(self, extra: dict | None = None) -> Run:
+        return run(PLAYBOOK, self.inventory(extra), timeout=900)
+
+    # --- reading the pair --------------------------------------------------------
+    def holders(self) -> list[str]:
+        return [name for name, node in self.nodes.items() if node.holds_vip()]
+
+    def master(self) -> str:
+        (holder,) = wait_until(lambda: self.holders() if len(self.holders()) == 1 else None, 30,
+                               what="exactly one holder of the virtual address")
+        return holder
+
+    def other(self, name: str) -> str:
+        (other,) = [n for n in self.nodes if n != name]
+        return other
+
+
+def _listening(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
