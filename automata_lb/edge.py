@@ -1,8 +1,11 @@
 """Read and change the edge load balancers of a target, over SSH.
 
 Reads go through probe.py (one SSH round trip per node, run in parallel);
-changes go through HAProxy's runtime API on each node.  Nothing here edits
-files on a node: configuration changes are converges of playbooks/edge.yml.
+changes go through HAProxy's runtime API on each node.  Configuration
+changes are converges of playbooks/edge.yml, with one exception: the canary
+share, which a progressive rollout moves every few seconds, is written by
+share.py into the two places the role renders it (checked, then reloaded),
+after the inventory says the same, so the next converge changes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from pathlib import Path
 from .targets import EdgeNode, Target, TargetError
 
 PROBE = Path(__file__).with_name("probe.py").read_text()
+SHARE = Path(__file__).with_name("share.py").read_text()
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
+# Where the roles put things (their defaults; the lab and inventories/prod keep them).
+NGINX_CONF_DIR, NGINX_STAGING_DIR, HAPROXY_CONFIG = "/etc/nginx", "/etc/nginx/staging", "/etc/haproxy/haproxy.cfg"
 
 
 def probe(node: EdgeNode) -> dict:
@@ -41,3 +47,33 @@ def runtime(node: EdgeNode, *commands: str) -> str:
                 or "error" in line.lower():
             raise TargetError(f"{node.name}: runtime API refused `{script}`: {line}")
     return out
+
+
+def set_canary_share(target: Target, share: int) -> dict[str, dict]:
+    """Every node's NGINX and HAProxy send `share` percent of canary-class
+    requests to the canary (share.py); {node: {"haproxy": N, "nginx": how}}.
+    Raises when a node refused, after every node was tried."""
+    from traffic import nginx as nginx_render
+
+    args = {"share": share, "nginx_file": nginx_render.canary_file(share), "nginx_conf_dir": NGINX_CONF_DIR,
+            "nginx_staging_dir": NGINX_STAGING_DIR, "haproxy_config": HAPROXY_CONFIG,
+            "haproxy_socket": ADMIN_SOCKET}
+    script = f"ARGS = {json.dumps(args)}\n" + SHARE
+
+    def one(node: EdgeNode) -> tuple[str, dict]:
+        try:
+            proc = node.run("python3", "-", stdin=script)
+        except TargetError as exc:
+            return node.name, {"error": str(exc)}
+        lines = (proc.stdout or proc.stderr).strip().splitlines()
+        try:
+            return node.name, json.loads(lines[-1])
+        except (IndexError, ValueError):
+            return node.name, {"error": (proc.stderr or proc.stdout).strip()[-300:] or f"exit {proc.returncode}"}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(target.edges))) as pool:
+        results = dict(pool.map(one, target.edges))
+    refused = {name: r["error"] for name, r in results.items() if "error" in r}
+    if refused:
+        raise TargetError("canary share %d%% refused: %s" % (share, "; ".join(f"{n}: {e}" for n, e in refused.items())))
+    return results

@@ -225,3 +225,41 @@ def reconcile(target: Target, desired: LabState, say: Say, on_task: Say | None =
         lab_stack.remove_backend(name)
         lab_stack.set_release(name, None)
     return result
+
+
+class LabCanary:
+    """The lab as a progressive rollout's tier: weights on both load
+    balancers of every edge node (edge.set_canary_share, recorded in the
+    inventory), instances through `reconcile`."""
+
+    def __init__(self, target: Target, say: Say) -> None:
+        self.target, self.say = target, say
+
+    def set_weight(self, weight: int) -> dict:
+        overrides = inventory.read(self.target.inventory, "traffic_policy_overrides", {}) or {}
+        if model.load(overrides=overrides).canary.share != weight:
+            wanted = copy.deepcopy(overrides)
+            wanted.setdefault("canary", {})["share"] = weight
+            inventory.write(self.target.inventory, {"traffic_policy_overrides": wanted})
+        return edge.set_canary_share(self.target, weight)
+
+    def _releases(self, names: list[str], release_of: Callable[[str], str]) -> None:
+        desired = current(self.target)
+        for name in names:
+            desired.releases[name] = release_of(name)
+        reconcile(self.target, desired, self.say)
+
+    def deploy(self, release: str) -> None:
+        self._releases([b["name"] for b in current(self.target).canary_backends], lambda _: release)
+
+    def promote(self, release: str) -> None:
+        self._releases([b["name"] for b in current(self.target).backends], lambda _: release)
+
+    def restore_canary(self, releases: dict[str, str]) -> None:
+        self._releases([b["name"] for b in current(self.target).canary_backends],
+                       lambda name: releases.get(name, "canary"))
+
+    def weights(self) -> dict[str, dict[str, int | None]]:
+        return {n["node"]: {"nginx": n.get("nginx", {}).get("canary_percent"),
+                            "haproxy": n.get("haproxy", {}).get("canary_percent")}
+                for n in edge.probe_all(self.target) if n.get("reachable")}

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -88,6 +89,14 @@ def nginx():
     state = service("nginx")
     state["version"] = run("nginx", "-v").rpartition("/")[2]
     state["config_hash"] = digest(["/etc/nginx/nginx.conf", "/etc/nginx/proxy_params", "/etc/nginx/conf.d/*"])
+    # The canary share of conf.d/canary.conf (traffic/nginx.py canary_file).
+    try:
+        with open("/etc/nginx/conf.d/canary.conf") as f:
+            text = f.read()
+        share = re.search(r"^\s*(\d+)%\s", text, re.M)
+        state["canary_percent"] = int(share.group(1)) if share else (0 if "split_clients" in text else None)
+    except OSError:
+        state["canary_percent"] = None
     return state
 
 

@@ -94,7 +94,7 @@ http {{
         "" "";
     }}
 {r.http}
-
+{_indent(r.canary, 4)}
 {_indent(r.upstreams, 4)}
 
     server {{
