@@ -29,7 +29,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from infra.settings import ConfigError, check_image
+from infra.settings import ConfigError, Invalid, pinned_image
 from monitoring import canary_analysis
 from traffic.model import PolicyError, duration_ms
 
@@ -296,10 +296,7 @@ RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 def _release(value: str, param: str) -> str:
     """A lab release name, or the tag of a pinned image reference."""
     if "/" in value or ":" in value or "@" in value:
-        try:
-            check_image(param, value)
-        except ConfigError as exc:
-            raise typer.BadParameter(exc.args[0].split(": ", 1)[-1], param_hint=param) from None
+        _pinned_image(value, param)
         tag = value.rsplit("/", 1)[-1].partition(":")[2] or value.partition("@")[2][:19]
         return tag
     if not RELEASE.match(value):
@@ -309,9 +306,9 @@ def _release(value: str, param: str) -> str:
 
 def _pinned_image(value: str, param: str) -> str:
     try:
-        check_image(param, value)
-    except ConfigError as exc:
-        raise typer.BadParameter(exc.args[0].split(": ", 1)[-1], param_hint=param) from None
+        pinned_image(value)
+    except Invalid as exc:
+        raise typer.BadParameter(str(exc), param_hint=param) from None
     return value
 
 

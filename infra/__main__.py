@@ -56,8 +56,8 @@ else:
         services[cls] = naming.service_host(cls, cfg.cluster.namespace)
     if cfg.mesh.enabled:
         mesh.ServiceMesh("mesh", mesh.MeshArgs(namespace=ns.name, namespace_name=cfg.cluster.namespace, mesh=cfg.mesh,
-                                               workloads=cfg.workloads, tracks=cfg.images.tracks(), stack=pulumi.get_stack(),
-                                               policy=cfg.traffic),
+                                               monitoring_namespace=cfg.monitoring.namespace, tracks=cfg.images.tracks(),
+                                               stack=pulumi.get_stack(), policy=cfg.traffic),
                          after_mesh)
         pulumi.export("hosts", list(cfg.mesh.hosts))
     if cfg.monitoring.enabled:

@@ -67,11 +67,6 @@ def stable_replicas(autoscaling: bool, pinned: int) -> int | None:
     return None if autoscaling else pinned
 
 
-def drain_seconds(workload: WorkloadSettings, rollout: RolloutSettings) -> int:
-    """Time the backend has between SIGTERM and SIGKILL (after the preStop)."""
-    return workload.grace_period - rollout.pre_stop_seconds
-
-
 def container(args: WorkloadArgs, track: Track) -> k8s.core.v1.ContainerArgs:
     w = args.workload
     http = naming.PORT_NAME
@@ -89,8 +84,8 @@ def container(args: WorkloadArgs, track: Track) -> k8s.core.v1.ContainerArgs:
     return k8s.core.v1.ContainerArgs(
         name="backend",
         image=args.image(track),
-        image_pull_policy="IfNotPresent",  # tags are pinned (settings.check_image)
-        args=naming.backend_args("$(POD_NAME)", track, drain_seconds(w, args.rollout)),
+        image_pull_policy="IfNotPresent",  # tags are pinned (settings.pinned_image)
+        args=naming.backend_args("$(POD_NAME)", track, args.rollout.drain_seconds(w)),
         ports=[k8s.core.v1.ContainerPortArgs(name=http, container_port=naming.CONTAINER_PORT, protocol="TCP")],
         env=env,
         env_from=[k8s.core.v1.EnvFromSourceArgs(config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=args.runtime_config_name))],
