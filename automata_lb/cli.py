@@ -368,8 +368,9 @@ def _lab_plan(before: LabState, after: LabState) -> list[str]:
         if name not in after.names():
             lines.append(f"- drain {name}, remove it from both load balancers, stop it (SIGTERM)")
     if after.canary_share != before.canary_share:
-        lines.append(f"~ canary share {before.canary_share}% -> {after.canary_share}% on NGINX and HAProxy")
-    if any(line[0] in "+-" for line in lines) or after.canary_share != before.canary_share:
+        lines.append(f"~ canary share {before.canary_share}% -> {after.canary_share}% on NGINX (checked, reloaded) "
+                     "and HAProxy (runtime API), and in the inventory")
+    if any(line[0] in "+-" for line in lines):
         lines.append("  then: write the inventory and converge playbooks/edge.yml (validate, reload)")
     return lines
 

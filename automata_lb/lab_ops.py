@@ -12,7 +12,9 @@ check first; an instance to replace or remove is drained on HAProxy (at
 runtime) before it stops, and stops with SIGTERM, so the backend finishes
 what it has and closes WebSockets cleanly; NGINX retries idempotent
 requests that meet a stopped instance, and canary pools fall back to their
-stable backups.  The inventory changes once, followed by one converge.
+stable backups.  A change of the backend lists is one inventory change
+followed by one converge; the canary share is written into the inventory
+and onto the nodes directly (edge.set_canary_share), without a converge.
 """
 
 from __future__ import annotations
@@ -200,16 +202,15 @@ def reconcile(target: Target, desired: LabState, say: Say, on_task: Say | None =
         say(f"draining {name} on HAProxy")
         set_server_state(target, name, "drain")
 
-    result = None
-    overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
-    wanted_overrides = copy.deepcopy(overrides)
     if desired.canary_share != have.canary_share:
-        wanted_overrides.setdefault("canary", {})["share"] = desired.canary_share
+        say(f"canary share {have.canary_share}% -> {desired.canary_share}% (checked file + reload on NGINX, "
+            "runtime API on HAProxy; the inventory says the same)")
+        LabCanary(target, say).set_weight(desired.canary_share)
+
+    result = None
     changes = {k: v for k, v in (("edge_backends", desired.backends),
-                                 ("edge_canary_backends", desired.canary_backends),
-                                 ("traffic_policy_overrides", wanted_overrides))
-               if v != {"edge_backends": have.backends, "edge_canary_backends": have.canary_backends,
-                        "traffic_policy_overrides": overrides}[k]}
+                                 ("edge_canary_backends", desired.canary_backends))
+               if v != {"edge_backends": have.backends, "edge_canary_backends": have.canary_backends}[k]}
     if changes:
         say("writing the inventory: " + ", ".join(changes))
         inventory.write(target.inventory, changes)
