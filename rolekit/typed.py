@@ -3,9 +3,9 @@
 `-e name=value` hands Ansible a string, and extra vars outrank every other
 source, set_fact included: a role cannot put the typed value back under the
 variable's own name.  So each role's validate step passes all of its
-variables through its `<role>_typed` filter once and keeps the result in one
-fact, `_<role>`, keyed by the name without the role prefix; the rest of the
-role reads only that (docs/decisions.md, D6).
+variables through its `<role>_typed` filter once and keeps the result in
+one fact, `_<role>_vars`, keyed by the name without the role prefix; the
+rest of the role reads only that (docs/decisions.md, D6).
 
 The conversions are the argument-spec check's own
 (ansible.module_utils.common.validation), so a value is used exactly as it

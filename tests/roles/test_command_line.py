@@ -155,7 +155,7 @@ def test_nginx_lb_uses_command_line_values_as_declared(accepted, tmp_path, tls):
     assert not _directives(tree, "ssl_certificate")
 
 
-def test_haproxy_lb_uses_command_line_values_as_declared(accepted, tmp_path):
+def test_haproxy_lb_uses_command_line_values_as_declared(accepted, tmp_path, tls):
     typed = accepted.typed["haproxy_lb"]
     assert type(typed["nbthread"]) is int and typed["nbthread"] == 2
     assert typed["manage_service"] is False
@@ -168,9 +168,13 @@ def test_haproxy_lb_uses_command_line_values_as_declared(accepted, tmp_path):
         "haproxy_lb_admin_socket": str(tmp_path / "admin.sock"), "haproxy_lb_nofile": 20000,
         "haproxy_lb_stats_password": secrets.token_urlsafe(18),
         "haproxy_lb_stable_servers": SERVERS, "haproxy_lb_canary_servers": CANARY,
+        # A TLS listener too: haproxy -c loads the certificate bundle the role writes.
+        "haproxy_lb_binds": [{"address": "127.0.0.1", "port": 8000}, {"address": "127.0.0.1", "port": 9443, "tls": True}],
+        "haproxy_lb_tls_certificate": tls["certificate"], "haproxy_lb_tls_key": tls["key"],
     }, GIVEN["haproxy_lb"])
     sections = haproxy_sections((tmp_path / "haproxy" / "haproxy.cfg").read_text())
     assert "nbthread 2" in sections["global"]
+    assert [line for line in sections["frontend public"] if line.startswith("bind 127.0.0.1:9443 ssl crt ")]
     # 0 disables the per-peer connection limit.
     assert not [line for line in sections["frontend public"] if "sc0_conn_cur" in line]
 

@@ -1,7 +1,8 @@
-"""The roles read their variables only through the typed view (`_<role>.x`,
-docs/decisions.md D6): a role variable read under its own name is whatever
-the command line gave, a string.  test_command_line.py shows the view at
-work on a few variables; this keeps every other read honest."""
+"""The roles read their variables only through the typed view
+(`_<role>_vars.x`, docs/decisions.md D6): a role variable read under its own
+name is whatever the command line gave, a string.  test_command_line.py
+shows the view at work on a few variables; this keeps every other read
+honest."""
 
 from __future__ import annotations
 
