@@ -244,7 +244,8 @@ class RuntimeSettings:
                            ("circuitBreakerRecoveryTimeout", self.recovery_timeout)):
             _at_least(key, value, 1)
         if self.pool_size > self.max_connections:
-            raise ConfigError("poolSize", f"{self.pool_size} is greater than {key_name('maxConnections')} ({self.max_connections})")
+            raise ConfigError("poolSize",
+                              f"{self.pool_size} is greater than {key_name('maxConnections')} ({self.max_connections})")
 
 
 @dataclass(frozen=True)
@@ -309,7 +310,8 @@ class JwtSettings:
         check_https_url("jwtIssuer", self.issuer)
         check_https_url("jwtJwksUri", self.jwks_uri)
         if not self.audiences or not all(a.strip() for a in self.audiences):
-            raise ConfigError("jwtAudiences", "must be a non-empty list of audience strings (a token for another service must not pass)")
+            raise ConfigError("jwtAudiences",
+                              "must be a non-empty list of audience strings (a token for another service must not pass)")
 
 
 @dataclass(frozen=True)
@@ -430,7 +432,8 @@ class Settings:
                 raise ConfigError(
                     workload.key("GracePeriod"),
                     f"{workload.grace_period}s minus the {self.rollout.pre_stop_seconds}s preStop is shorter than "
-                    f"{key_name(workload.key('RequestTimeout'))} ({workload.request_timeout}s): in-flight requests would be killed",
+                    f"{key_name(workload.key('RequestTimeout'))} ({workload.request_timeout}s): "
+                    "in-flight requests would be killed",
                 )
 
     def workload(self, traffic_class: str) -> WorkloadSettings:
@@ -567,7 +570,8 @@ def _string_list(config: pulumi.Config, key: str) -> tuple[str, ...]:
 def _collector(raw: str) -> tuple[str, int]:
     host, _, port = raw.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError("tracingCollector", f"{raw!r} must be HOST:PORT, e.g. jaeger-collector.observability.svc.cluster.local:4317")
+        raise ConfigError("tracingCollector",
+                          f"{raw!r} must be HOST:PORT, e.g. jaeger-collector.observability.svc.cluster.local:4317")
     return host, int(port)
 
 
