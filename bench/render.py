@@ -98,7 +98,7 @@ def nginx(dest: Path, port: int, backend_port: int, status_port: int, overrides:
         "nginx_lb_conf_dir": str(dest),
         "nginx_lb_pid_file": str(dest / "nginx.pid"),
         "nginx_lb_log_dir": str(dest / "logs"),
-        # The CPU figure is for the proxy alone, without TLS.
+        # The CPU per request the benchmark reports is the proxy's alone, without TLS.
         "nginx_lb_tls_enabled": False,
         # Nothing of the benchmark listens beyond loopback.
         "nginx_lb_listen_address": "127.0.0.1",

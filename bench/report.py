@@ -1,4 +1,4 @@
-"""The printed table (the same one that goes into the issue notes)."""
+"""The printed table (the one docs/benchmarks.md quotes)."""
 
 from __future__ import annotations
 

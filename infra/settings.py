@@ -179,7 +179,7 @@ class WorkloadSettings:
 
 @dataclass(frozen=True)
 class ScalingSettings:
-    enabled: bool  # the spec's auto-scale / disable-auto-scale switch
+    enabled: bool  # automata-lb's auto-scale / disable-auto-scale switch
     replicas: int  # pinned replicas per class while autoscaling is off
     cpu_target: int
     memory_target: int
@@ -230,7 +230,7 @@ class PlacementSettings:
 
 @dataclass(frozen=True)
 class RuntimeSettings:
-    """The spec's "Application Tuning", handed to the backend through a ConfigMap."""
+    """The backend's tuning knobs (pools, breaker, timeouts), handed to it through a ConfigMap."""
 
     max_connections: int
     pool_size: int
@@ -250,7 +250,7 @@ class RuntimeSettings:
 
 @dataclass(frozen=True)
 class LocalSettings:
-    """The `local` stack: the spec's Docker Compose environment on a Docker/Podman host."""
+    """The `local` stack: a Compose-style environment for one machine, on a Docker/Podman host."""
 
     backends: int
     nginx_image: str
