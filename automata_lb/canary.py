@@ -35,6 +35,7 @@ from typing import Protocol
 
 from monitoring.canary_analysis import Analysis, Result, evaluate
 
+from .prom import PrometheusError
 from .targets import ROOT, TargetError
 
 DIR = ROOT / ".automata-lb" / "rollouts"
@@ -249,7 +250,7 @@ class Runner:
     def _analyse(self, elapsed: float) -> Result:
         try:
             result = evaluate(self.prom, self.analysis, elapsed)
-        except Exception as exc:  # Prometheus away: no verdict, never a promotion
+        except PrometheusError as exc:  # Prometheus away: no verdict, never a promotion
             result = Result("wait", elapsed, time.time(), 0, 0, reason=f"Prometheus: {exc}")
         self.r.last_analysis = result.as_dict()
         save(self.r)

@@ -12,6 +12,7 @@ Exit codes: 0 done / healthy, 1 something is down or an operation failed,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -19,8 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,7 +64,7 @@ def main(
     stack: Annotated[str | None, typer.Option(help=f"A Pulumi stack: {', '.join(STACKS)}.")] = None,
 ) -> None:
     if target != "lab":
-        raise typer.BadParameter(f"only 'lab' is a --target; use --inventory PATH or --stack NAME", param_hint="--target")
+        raise typer.BadParameter("only 'lab' is a --target; use --inventory PATH or --stack NAME", param_hint="--target")
     if inventory_path and stack:
         raise typer.BadParameter("give --inventory or --stack, not both", param_hint="--stack")
     if stack is not None and stack not in STACKS:
@@ -161,7 +161,7 @@ def render_status(doc: dict) -> Group:
         servers.add_row(s["server"], s["version"], s["release"] or "-", f"[{colour.get(st.split()[0], 'red')}]{st}[/]",
                         str(s["weight"]), str(s["sessions"]), rps, ratio, p99)
     footer = ("metrics from " + doc["prometheus"]) if doc["prometheus"] else "no Prometheus: figures from the nodes only"
-    return Group(edges, servers, f"[dim]{footer}; {datetime.now(timezone.utc):%H:%M:%S} UTC[/]")
+    return Group(edges, servers, f"[dim]{footer}; {datetime.now(UTC):%H:%M:%S} UTC[/]")
 
 
 @app.command()
@@ -425,7 +425,7 @@ def scale_down(
 
 
 def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, yes: bool) -> None:
-    if count < (1 if not to else 1):
+    if count < 1:
         raise typer.BadParameter(f"must be at least 1, got {count}", param_hint="COUNT")
     if state.stack:
         if traffic_class not in ("api", "websocket", "ai"):
@@ -449,7 +449,7 @@ def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, y
         if wanted > lab_ops.MAX_STABLE:
             raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances, "
                                      f"{wanted} asked", param_hint="COUNT")
-        if sign > 0 and wanted < have or sign < 0 and wanted > have:
+        if (sign > 0 and wanted < have) or (sign < 0 and wanted > have):
             raise typer.BadParameter(f"{have} run already; --to {count} would go the other way", param_hint="COUNT")
         return lab_ops.with_stable_count(state_, wanted)
 
@@ -785,10 +785,8 @@ def auto_scale(
 
     scaler = autoscale.Autoscaler(Prometheus(target.prometheus_url), policy,
                                   replicas=lambda: len(lab_ops.current(target).backends), scale_to=scale_to, say=_say)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         scaler.run(duration)
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command("disable-auto-scale")

@@ -75,5 +75,5 @@ def set_canary_share(target: Target, share: int) -> dict[str, dict]:
         results = dict(pool.map(one, target.edges))
     refused = {name: r["error"] for name, r in results.items() if "error" in r}
     if refused:
-        raise TargetError("canary share %d%% refused: %s" % (share, "; ".join(f"{n}: {e}" for n, e in refused.items())))
+        raise TargetError(f"canary share {share}% refused: " + "; ".join(f"{n}: {e}" for n, e in refused.items()))
     return results

@@ -26,7 +26,7 @@ def run(*argv):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         return (proc.stdout + proc.stderr).strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return "error: %s" % exc
+        return f"error: {exc}"
 
 
 def runtime(command):
@@ -59,7 +59,7 @@ def digest(patterns):
 
 def started(pid):
     """Start time (Unix seconds) of a process, from /proc."""
-    with open("/proc/%d/stat" % pid) as f:
+    with open(f"/proc/{pid}/stat") as f:
         ticks = int(f.read().rsplit(")", 1)[1].split()[19])
     with open("/proc/stat") as f:
         boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
@@ -68,7 +68,7 @@ def started(pid):
 
 def children(pid):
     try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []

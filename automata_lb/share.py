@@ -79,7 +79,7 @@ def haproxy():
     pattern = re.compile(r"(set-var\s+proc\.canary_percent\s+int\()\d+(\))")
     if not pattern.search(text):
         raise SystemExit(json.dumps({"error": cfg + " sets no proc.canary_percent (no canary servers on this edge?)"}))
-    edited = pattern.sub(r"\g<1>%d\g<2>" % SHARE, text)
+    edited = pattern.sub(rf"\g<1>{SHARE}\g<2>", text)
     if edited != text:
         candidate = cfg + ".automata-lb"
         with open(candidate, "w") as f:
@@ -95,7 +95,7 @@ def haproxy():
         os.chown(candidate, st.st_uid, st.st_gid)
         os.chmod(candidate, st.st_mode & 0o777)
         os.replace(candidate, cfg)
-    answer = runtime("experimental-mode on; set var proc.canary_percent int(%d)" % SHARE).strip()
+    answer = runtime(f"experimental-mode on; set var proc.canary_percent int({SHARE})").strip()
     if answer:
         raise SystemExit(json.dumps({"error": "HAProxy runtime API: " + answer}))
     now = runtime("get var proc.canary_percent")

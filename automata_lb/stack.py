@@ -71,7 +71,7 @@ def _paths(a: Any, b: Any, path: str = "") -> list[str]:
         return [p for k in sorted(set(a) | set(b), key=str)
                 for p in _paths(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [p for i, (x, y) in enumerate(zip(a, b)) for p in _paths(x, y, f"{path}[{i}]")]
+        return [p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in _paths(x, y, f"{path}[{i}]")]
     if a != b:
         return [f"{path}: {json_short(a)} -> {json_short(b)}"]
     return []

@@ -376,7 +376,7 @@ class WorkloadSettings(Section):
 
 @dataclass(frozen=True)
 class ScalingSettings(Section):
-    enabled: bool = setting("autoscaling")  # the spec's auto-scale / disable-auto-scale switch
+    enabled: bool = setting("autoscaling")  # automata-lb's auto-scale / disable-auto-scale switch
     replicas: int = setting("replicas", at_least(1))  # pinned replicas per class while autoscaling is off
     cpu_target: int = setting("cpuTarget", PERCENT)
     memory_target: int = setting("memoryTarget", PERCENT)
@@ -416,7 +416,7 @@ class PlacementSettings(Section):
 
 @dataclass(frozen=True)
 class RuntimeSettings(Section):
-    """The spec's "Application Tuning", handed to the backend through a ConfigMap."""
+    """The backend's tuning knobs (pools, breaker, timeouts), handed to it through a ConfigMap."""
 
     max_connections: int = setting("maxConnections", at_least(1))
     pool_size: int = setting("poolSize", at_least(1))
@@ -430,7 +430,7 @@ class RuntimeSettings(Section):
 
 @dataclass(frozen=True)
 class LocalSettings(Section):
-    """The `local` stack: the spec's Docker Compose environment on a Docker/Podman host."""
+    """The `local` stack: a Compose-style environment for one machine, on a Docker/Podman host."""
 
     backends: int = setting("localBackends", at_least(1))
     nginx_image: str = setting("localNginxImage", pinned_image)

@@ -1,7 +1,7 @@
 """One traffic class of the backend: Deployments (stable, canary), Service,
 ServiceAccount and PodDisruptionBudget.
 
-The pod spec is built by pure functions so the mesh (issue 6) and the tests
+The pod spec is built by pure functions so the mesh and the tests
 can reuse it; `WorkloadArgs.pod_annotations` is where the mesh adds its own.
 """
 
@@ -29,7 +29,7 @@ READINESS_PERIOD, READINESS_FAILURES = 5, 2
 # under load, so they get a longer probe timeout than the others.
 PROBE_TIMEOUT = {"api": 2, "websocket": 2, "ai": 5}
 
-# Old ReplicaSets kept for `kubectl rollout undo` (the spec's rollback).
+# Old ReplicaSets kept for `kubectl rollout undo` (automata-lb rollback).
 REVISION_HISTORY = 5
 
 
@@ -242,7 +242,7 @@ class BackendWorkload(pulumi.ComponentResource):
 
 
 def session_affinity(traffic_class: str) -> dict:
-    """The spec keeps WebSocket clients on one backend.  Without the mesh the
+    """A WebSocket client stays on one backend.  Without the mesh the
     Service does it by client IP; with the mesh, its DestinationRule does."""
     if traffic_class != "websocket":
         return {}

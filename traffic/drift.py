@@ -185,7 +185,9 @@ def nginx_view(conf: Path | str) -> dict:
 
 # --- HAProxy ------------------------------------------------------------------------
 
-def _sections(text: str) -> dict[str, list[str]]:
+def haproxy_sections(text: str) -> dict[str, list[str]]:
+    """{"global": [...], "frontend public": [...], ...}: each section's lines,
+    comments dropped and blanks squeezed."""
     sections: dict[str, list[str]] = {}
     current = None
     for raw in text.splitlines():
@@ -202,7 +204,7 @@ def _sections(text: str) -> dict[str, list[str]]:
 
 def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> dict:
     """Read a rendered haproxy.cfg and its rate-limit map."""
-    sections = _sections(cfg)
+    sections = haproxy_sections(cfg)
     glob, defaults, front = sections["global"], sections["defaults"], sections[frontend]
 
     def value(lines: list[str], prefix: str) -> str | None:

@@ -242,9 +242,9 @@ def _backend(cls: TrafficClass, name: str, servers: list[Server], opts: Options,
 def backends_block(policy: Policy, servers: list[Server], canary_servers: list[Server], opts: Options) -> str:
     out = []
     for cls in policy.classes:
-        out += _backend(cls, cls.name, servers, opts) + [""]
+        out += [*_backend(cls, cls.name, servers, opts), ""]
         if canary_servers and cls.canary:
-            out += _backend(cls, cls.name + CANARY_SUFFIX, canary_servers, opts, servers) + [""]
+            out += [*_backend(cls, cls.name + CANARY_SUFFIX, canary_servers, opts, servers), ""]
     out += [f"backend {NOT_FOUND}", d("http-request deny", "deny_status 404"), ""]
     return "\n".join(out)
 

@@ -48,7 +48,8 @@ def check(policy: Policy) -> None:
 def notes(policy: Policy) -> list[str]:
     out = []
     for cls in policy.classes:
-        if cls.retries.attempts and ({"connect-failure", "reset"} & set(cls.retries.on)) not in (set(), {"connect-failure", "reset"}):
+        both = {"connect-failure", "reset"}
+        if cls.retries.attempts and (both & set(cls.retries.on)) not in (set(), both):
             out.append(f"class {cls.name}: NGINX's `error` covers connect failures and broken connections alike, "
                        "so an idempotent request is also retried after a reset")
         if cls.retries.attempts and "connect-failure" in cls.retries.on and "timeout" not in cls.retries.on:
@@ -160,7 +161,7 @@ def canary_file(share: int, *, canary: bool = True) -> str:
         out.append(d(f"{share}%", CANARY_SUFFIX))
     if share < 100:
         out.append(d("*", '""'))
-    return "\n".join(out + ["}", ""])
+    return "\n".join([*out, "}", ""])
 
 
 def tls_block(policy: Policy) -> str:

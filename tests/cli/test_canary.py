@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from automata_lb import canary, cli
 from automata_lb import stack as stack_ops
+from automata_lb.prom import PrometheusError
 from infra import offline
 from monitoring import canary_analysis as ca
 
@@ -179,7 +180,7 @@ def test_without_traffic_the_rollout_waits_then_pauses_and_resumes(rollouts):
 def test_prometheus_away_is_no_verdict_never_a_promotion(rollouts):
     class Down:
         def query(self, expr):
-            raise ca.AnalysisError("prometheus", "connection refused")
+            raise PrometheusError("http://127.0.0.1:9090: connection refused")
 
     rollout = canary.Rollout("lab", "v2", [10], 10.0, ANALYSIS.as_dict(), {}, phase="stepping")
     clock = [0.0]

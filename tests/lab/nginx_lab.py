@@ -229,7 +229,7 @@ class LoadGenerator:
                         self.report.ws_messages += 1
                     i += 1
                     await asyncio.sleep(0.2)
-        except Exception as exc:  # every way a session can end early is a dropped WebSocket
+        except Exception as exc:  # noqa: BLE001 - every way a session can end early is a dropped WebSocket
             with self._lock:
                 self.report.ws_failures.append(f"websocket {n}: {type(exc).__name__}: {exc}")
             if self._ws_ready and not self._ws_ready.broken:

@@ -93,7 +93,7 @@ def _step_windows(rollout: canary.Rollout) -> list[tuple[int, float, float]]:
     the first 2 s after a change are left out (NGINX's new workers start)."""
     changes = [(e["weight"], e["time"]) for e in rollout.events if e["what"] == "weight"]
     ends = [t for _, t in changes[1:]] + [time.time()]
-    return [(w, t + 2, end) for (w, t), end in zip(changes, ends) if end - t > 6]
+    return [(w, t + 2, end) for (w, t), end in zip(changes, ends, strict=True) if end - t > 6]
 
 
 # --- healthy, interrupted, resumed ----------------------------------------------
@@ -103,7 +103,7 @@ def healthy(lab, edge, ca_cert):
     nginx_load, haproxy_load = _loads(edge, ca_cert)
     with restored(lab), nginx_load, haproxy_load:
         first = _start("v2", "--steps", ",".join(map(str, STEPS)), "--interval", f"{INTERVAL}s")
-        wait_for(lambda: (r := _rollout()) and r.phase == "stepping" and r.weight == 50 or first.poll() is not None,
+        wait_for(lambda: ((r := _rollout()) and r.phase == "stepping" and r.weight == 50) or first.poll() is not None,
                  240)
         first.kill()  # SIGKILL: no handler runs, the record stays as the last transition wrote it
         first.wait(10)

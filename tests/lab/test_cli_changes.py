@@ -65,7 +65,7 @@ class WebSocketWatch:
                     return
             except ConnectionClosed as closed:
                 self.ended.append((instance, closed.rcvd.code if closed.rcvd else None))
-            except Exception as exc:  # a failed handshake or a stalled echo is a failure too
+            except Exception as exc:  # noqa: BLE001 - a failed handshake or a stalled echo is a failure too
                 self.ended.append((instance, f"{type(exc).__name__}: {exc}"))
 
     async def _run(self) -> None:
