@@ -261,6 +261,7 @@ class Runner:
         self.tier.promote(self.r.release)
         self.tier.set_weight(0)
         self.r.weight = 0
+        self.r.event("weight", step=self.r.step)
         self.r.reason = f"healthy at every step ({', '.join(f'{s}%' for s in self.r.steps)})"
         self._phase("promoted")
         self.say(f"[green]promoted[/] {self.r.release}; the canary track takes no traffic")

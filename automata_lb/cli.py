@@ -641,6 +641,9 @@ def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
                       dry_run, yes)
         return
     name = _release(release, "RELEASE")
+    if state.inventory:
+        _inventory_canary(resolve(), name, weight, dry_run, yes)
+        return
 
     def desired(state_: LabState) -> LabState:
         if not state_.canary_backends:
@@ -652,6 +655,36 @@ def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
         return state_
 
     _lab_change("canary-deploy", desired, dry_run, {"release": name, "weight": weight})
+
+
+def _inventory_canary(target: Target, release: str, weight: int, dry_run: bool, yes: bool) -> None:
+    """Edge VMs: the canary instances are deployed by the release process;
+    this sends them WEIGHT percent once they answer as RELEASE."""
+    canaries = [b for b in target.backends if b.version == "canary"]
+    if not canaries:
+        raise typer.BadParameter(f"{target.name} has no edge_canary_backends to send traffic to", param_hint="RELEASE")
+    before = next((n["haproxy"].get("canary_percent") for n in edge.probe_all(target) if n.get("reachable")), None)
+    out.print(f"[bold]canary-deploy[/] {release} on {target.name}: canary weight {before}% -> {weight}% on NGINX "
+              f"(checked, reloaded) and HAProxy (runtime API) of {len(target.edges)} node(s), and in the inventory; "
+              f"first checks that {', '.join(b.name for b in canaries)} answer as {release}",
+              soft_wrap=True, highlight=False)
+    if dry_run:
+        raise typer.Exit(OK)
+    versions = edge.backend_versions(target, [{"name": b.name, "address": b.address, "port": b.port} for b in canaries])
+    wrong = {n: v for n, v in versions.items() if v != release}
+    if wrong:
+        err.print(f"automata-lb: refused: the canary instances do not run {release}: "
+                  + ", ".join(f"{n} answers {v!r}" for n, v in wrong.items()) + "; deploy it there first")
+        raise typer.Exit(FAILED)
+    _confirm(target.production, f"canary-deploy {release} at {weight}%", yes)
+    try:
+        edge.set_canary_weight(target, weight)
+    except TargetError as exc:
+        err.print(f"automata-lb: canary-deploy stopped: {exc}")
+        raise typer.Exit(FAILED) from None
+    history.record(target.name, "canary-deploy", {"canary_share": before}, {"canary_share": weight},
+                   outcome="done", release=release)
+    out.print(f"canary {release} takes {weight}% of canary-class traffic on every node")
 
 
 def _rollout_target() -> tuple[str, canary.Tier | None]:
@@ -682,12 +715,15 @@ def canary_status(as_json: Annotated[bool, typer.Option("--json", help="Print th
     marks = [f"[bold]{w}%[/]" if i == rollout.step and rollout.phase not in canary.FINISHED else f"{w}%"
              for i, w in enumerate(rollout.steps)]
     out.print(f"steps: {' -> '.join(marks)}, {rollout.interval_s:g}s each; recorded weight {rollout.weight}%")
+    tiers = [t for t in ("nginx", "haproxy", "istio") if any(isinstance(w, dict) and t in w for w in weights.values())]
     table = Table(title="Canary weight now", title_justify="left")
-    for col in ("node", "nginx", "haproxy", "istio"):
+    for col in ("node", *tiers):
         table.add_column(col)
     for node, w in weights.items():
         if isinstance(w, dict):
-            table.add_row(node, *(str(w.get(k, "-")) for k in ("nginx", "haproxy", "istio")))
+            table.add_row(node, *(f"{w[t]}%" if w.get(t) is not None else "-" for t in tiers))
+    if "error" in weights:
+        err.print(f"automata-lb: weights unknown: {weights['error']}")
     out.print(table)
     last = rollout.last_analysis
     if last:
@@ -817,6 +853,16 @@ def rollback(dry_run: DryRun = False, yes: Yes = False) -> None:
     if not entry:
         err.print(f"automata-lb: nothing to roll back on {target.name}")
         raise typer.Exit(FAILED)
+    if "canary_share" in entry["before"]:  # a weight change on an inventory's nodes
+        share = entry["before"]["canary_share"]
+        out.print(f"rolling back `{entry['command']}`: canary weight -> {share}% on every node")
+        if dry_run or share is None:
+            raise typer.Exit(OK)
+        _confirm(target.production, "rollback", yes)
+        edge.set_canary_weight(target, share)
+        history.record(target.name, "rollback", entry["after"], entry["before"], outcome="done",
+                       undoes=entry["command"])
+        return
     out.print(f"rolling back `{entry['command']}` of {datetime.fromtimestamp(entry['time']):%Y-%m-%d %H:%M:%S}")
     _lab_change("rollback", lambda _: LabState.from_dict(entry["before"]), dry_run, {"undoes": entry["command"]})
 

@@ -77,3 +77,45 @@ def set_canary_share(target: Target, share: int) -> dict[str, dict]:
     if refused:
         raise TargetError(f"canary share {share}% refused: " + "; ".join(f"{n}: {e}" for n, e in refused.items()))
     return results
+
+
+def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:
+    """The inventory's canary share (traffic_policy_overrides.canary.share,
+    comments kept), then the same on every node: a converge afterwards
+    changes nothing."""
+    import copy
+
+    from traffic import model
+
+    from . import inventory
+
+    overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
+    if model.load(overrides=overrides).canary.share != weight:
+        wanted = copy.deepcopy(overrides)
+        wanted.setdefault("canary", {})["share"] = weight
+        inventory.write(target.inventory, {"traffic_policy_overrides": wanted})
+    return set_canary_share(target, weight)
+
+
+_VERSIONS = """
+import json, urllib.request
+out = {}
+for name, url in URLS.items():
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            out[name] = r.headers.get("x-backend-version", "")
+    except Exception as exc:
+        out[name] = "unreachable: %s" % exc
+print(json.dumps(out))
+"""
+
+
+def backend_versions(target: Target, backends: list[dict]) -> dict[str, str]:
+    """What each backend says it runs (X-Backend-Version of its /health),
+    asked from the first edge node: the network path the load balancers use."""
+    urls = {b["name"]: f"http://{b['address']}:{b['port']}/health" for b in backends}
+    proc = target.edges[0].run("python3", "-", stdin=f"URLS = {json.dumps(urls)}\n" + _VERSIONS)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise TargetError(f"{target.edges[0].name}: could not ask the backends: {proc.stderr.strip()[-300:]}") from None

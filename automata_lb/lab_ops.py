@@ -237,12 +237,7 @@ class LabCanary:
         self.target, self.say = target, say
 
     def set_weight(self, weight: int) -> dict:
-        overrides = inventory.read(self.target.inventory, "traffic_policy_overrides", {}) or {}
-        if model.load(overrides=overrides).canary.share != weight:
-            wanted = copy.deepcopy(overrides)
-            wanted.setdefault("canary", {})["share"] = weight
-            inventory.write(self.target.inventory, {"traffic_policy_overrides": wanted})
-        return edge.set_canary_share(self.target, weight)
+        return edge.set_canary_weight(self.target, weight)
 
     def _releases(self, names: list[str], release_of: Callable[[str], str]) -> None:
         desired = current(self.target)

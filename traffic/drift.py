@@ -123,7 +123,8 @@ def nginx_view(conf: Path | str) -> dict:
         src, block = track
         value = next(d["directive"] for d in block if d["directive"] != "default")
         cookie_src = next(s for (s, dst) in maps if dst == "$lb_ab_cookie")
-        share = int(split[0]["directive"].rstrip("%")) if split else 0
+        first = split[0]["directive"] if split else "*"
+        share = int(first.rstrip("%")) if first.endswith("%") else 0   # `* ""` alone: 0%
         canary = {"share": share, "ab_header": src.removeprefix("$http_").replace("_", "-"),
                   "ab_cookie": cookie_src.removeprefix("$cookie_"), "ab_value": value}
     protocols = _one(http, "ssl_protocols")

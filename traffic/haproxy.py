@@ -193,14 +193,14 @@ def frontend_block(policy: Policy, opts: Options, *, canary: bool, health_path: 
     if canary:
         out += [d("acl ab_variant", f"req.hdr({c.ab_header}) -m str {c.ab_value}"),
                 d("acl ab_variant", f"req.cook({c.ab_cookie}) -m str {c.ab_value}")]
-        if c.share > 0:
-            out.append(d("acl canary_dice", "rand(100),sub(proc.canary_percent) -m int lt 0"))
+        # Rendered at a share of 0 too: the share is a process variable the
+        # runtime API changes (automata-lb canary-deploy), so the rule must be there.
+        out.append(d("acl canary_dice", "rand(100),sub(proc.canary_percent) -m int lt 0"))
     out.append(d("use_backend", f"{health_class} if {{ path {health_path} }}"))
     for path, cls in policy.routes():
         if canary and cls.canary:
             out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} ab_variant"))
-            if c.share > 0:
-                out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} canary_dice"))
+            out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} canary_dice"))
         out.append(d("use_backend", f"{cls.name} if {_path_acl(path)}"))
     out.append(d("default_backend", NOT_FOUND))
     return "\n".join(out)

@@ -1,7 +1,7 @@
 """The progressive canary without a lab: the analysis (thresholds, verdicts,
 queries checked by promtool), the rollout's phases driven by a recorded
 tier and scripted Prometheus answers, the one-rollout lock, and a stack's
-steps rendered offline.  tests/lab/test_canary.py runs it for real."""
+steps rendered offline.  tests/lab/test_cli_canary.py runs it for real."""
 
 from __future__ import annotations
 

@@ -143,7 +143,13 @@ def test_resume_finishes_the_rollout_and_promotes(healthy):
 
 def test_the_inventory_and_the_nodes_agree_afterwards(healthy):
     result = healthy["converged"]
-    assert result.rc == 0 and set(result.changed.values()) == {0}, result.changed
+    tasks, task = [], None
+    for line in result.output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.split("[", 1)[1].split("]", 1)[0]
+        elif line.startswith("changed: "):
+            tasks.append((task, line))
+    assert result.rc == 0 and set(result.changed.values()) == {0}, (result.changed, tasks)
 
 
 @pytest.mark.parametrize("lb", ["nginx", "haproxy"])
@@ -218,3 +224,21 @@ def test_without_traffic_the_analysis_waits_instead_of_promoting(lab_restored):
     rc, status = cli_json("canary-status")
     weights = _weights(status)
     assert len(weights) == 4 and set(weights.values()) == {0}, weights
+
+
+# --- edge VMs: the weight alone -------------------------------------------------
+
+def test_on_an_inventory_the_weight_moves_once_the_canary_runs_the_release(lab_restored):
+    inventory = ["--inventory", str(INVENTORY.parent)]
+    refused = cli(*inventory, "canary-deploy", "v9", "--weight", "30", "--yes")
+    assert refused.returncode == 1 and "canary-1 answers 'canary'" in refused.stderr, refused.stderr
+    assert set(_weights(cli_json("canary-status")[1]).values()) == {10}   # nothing changed
+
+    moved = cli(*inventory, "canary-deploy", "canary", "--weight", "30", "--yes")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert set(_weights(cli_json("canary-status")[1]).values()) == {30}
+    assert "share: 30" in VARS.read_text()
+
+    back = cli(*inventory, "rollback", "--yes")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert set(_weights(cli_json("canary-status")[1]).values()) == {10}
