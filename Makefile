@@ -2,7 +2,7 @@
 # (README.md).  Everything else is here for day-to-day work.
 PY := .venv/bin/python
 
-.PHONY: bootstrap lab up converge test test-offline verify down bench bench-balancer load-test render
+.PHONY: bootstrap lab up converge lint test test-offline verify down bench bench-balancer load-test render
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -16,12 +16,19 @@ up: bootstrap
 converge:
 	$(PY) -m lab converge
 
-## The whole test suite: unit tests, Pulumi mocks, and the lab suites.
-test: lab
+## Python, YAML and Ansible linters (docs/decisions.md D7); ~30 s.
+## ansible-lint runs the Ansible it finds next to the interpreter.
+lint: bootstrap
+	$(PY) -m ruff check .
+	$(PY) -m yamllint --strict .
+	PATH="$(dir $(PY)):$$PATH" $(PY) -m ansiblelint
+
+## The whole test suite: linters, unit tests, Pulumi mocks, and the lab suites.
+test: lint lab
 	$(PY) -m pytest
 
-## Only the tests that need no lab (backend, Pulumi program, benchmark smoke).
-test-offline: bootstrap
+## Only the tests that need no lab (linters, backend, Pulumi program, roles, benchmark smoke).
+test-offline: lint
 	$(PY) -m pytest --ignore=tests/lab
 
 verify:

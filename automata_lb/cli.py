@@ -12,14 +12,15 @@ Exit codes: 0 done / healthy, 1 something is down or an operation failed,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
-from enum import Enum
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,9 +29,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from infra.settings import ConfigError, check_image
+from infra.settings import ConfigError, Invalid, pinned_image
+from monitoring import canary_analysis
+from traffic.model import PolicyError, duration_ms
 
-from . import autoscale, edge, health, history, lab_ops
+from . import autoscale, canary, edge, health, history, lab_ops
 from . import stack as stack_ops
 from .lab_ops import LabState
 from .prom import Prometheus, PrometheusError, backend_figures
@@ -61,7 +64,7 @@ def main(
     stack: Annotated[str | None, typer.Option(help=f"A Pulumi stack: {', '.join(STACKS)}.")] = None,
 ) -> None:
     if target != "lab":
-        raise typer.BadParameter(f"only 'lab' is a --target; use --inventory PATH or --stack NAME", param_hint="--target")
+        raise typer.BadParameter("only 'lab' is a --target; use --inventory PATH or --stack NAME", param_hint="--target")
     if inventory_path and stack:
         raise typer.BadParameter("give --inventory or --stack, not both", param_hint="--stack")
     if stack is not None and stack not in STACKS:
@@ -158,7 +161,7 @@ def render_status(doc: dict) -> Group:
         servers.add_row(s["server"], s["version"], s["release"] or "-", f"[{colour.get(st.split()[0], 'red')}]{st}[/]",
                         str(s["weight"]), str(s["sessions"]), rps, ratio, p99)
     footer = ("metrics from " + doc["prometheus"]) if doc["prometheus"] else "no Prometheus: figures from the nodes only"
-    return Group(edges, servers, f"[dim]{footer}; {datetime.now(timezone.utc):%H:%M:%S} UTC[/]")
+    return Group(edges, servers, f"[dim]{footer}; {datetime.now(UTC):%H:%M:%S} UTC[/]")
 
 
 @app.command()
@@ -293,10 +296,7 @@ RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 def _release(value: str, param: str) -> str:
     """A lab release name, or the tag of a pinned image reference."""
     if "/" in value or ":" in value or "@" in value:
-        try:
-            check_image(param, value)
-        except ConfigError as exc:
-            raise typer.BadParameter(exc.args[0].split(": ", 1)[-1], param_hint=param) from None
+        _pinned_image(value, param)
         tag = value.rsplit("/", 1)[-1].partition(":")[2] or value.partition("@")[2][:19]
         return tag
     if not RELEASE.match(value):
@@ -306,9 +306,9 @@ def _release(value: str, param: str) -> str:
 
 def _pinned_image(value: str, param: str) -> str:
     try:
-        check_image(param, value)
-    except ConfigError as exc:
-        raise typer.BadParameter(exc.args[0].split(": ", 1)[-1], param_hint=param) from None
+        pinned_image(value)
+    except Invalid as exc:
+        raise typer.BadParameter(str(exc), param_hint=param) from None
     return value
 
 
@@ -368,8 +368,9 @@ def _lab_plan(before: LabState, after: LabState) -> list[str]:
         if name not in after.names():
             lines.append(f"- drain {name}, remove it from both load balancers, stop it (SIGTERM)")
     if after.canary_share != before.canary_share:
-        lines.append(f"~ canary share {before.canary_share}% -> {after.canary_share}% on NGINX and HAProxy")
-    if any(line[0] in "+-" for line in lines) or after.canary_share != before.canary_share:
+        lines.append(f"~ canary share {before.canary_share}% -> {after.canary_share}% on NGINX (checked, reloaded) "
+                     "and HAProxy (runtime API), and in the inventory")
+    if any(line[0] in "+-" for line in lines):
         lines.append("  then: write the inventory and converge playbooks/edge.yml (validate, reload)")
     return lines
 
@@ -424,7 +425,7 @@ def scale_down(
 
 
 def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, yes: bool) -> None:
-    if count < (1 if not to else 1):
+    if count < 1:
         raise typer.BadParameter(f"must be at least 1, got {count}", param_hint="COUNT")
     if state.stack:
         if traffic_class not in ("api", "websocket", "ai"):
@@ -448,7 +449,7 @@ def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, y
         if wanted > lab_ops.MAX_STABLE:
             raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances, "
                                      f"{wanted} asked", param_hint="COUNT")
-        if sign > 0 and wanted < have or sign < 0 and wanted > have:
+        if (sign > 0 and wanted < have) or (sign < 0 and wanted > have):
             raise typer.BadParameter(f"{have} run already; --to {count} would go the other way", param_hint="COUNT")
         return lab_ops.with_stable_count(state_, wanted)
 
@@ -479,13 +480,159 @@ def rolling_update(
 
 @app.command("canary-deploy")
 def canary_deploy(
-    release: Annotated[str, typer.Argument(help="Lab: a release name (or an image with a pinned tag); "
-                                                 "stack: a pinned image.")],
-    weight: Annotated[int, typer.Option(help="Percent of canary-class traffic sent to the canary.")] = 10,
+    release: Annotated[str | None, typer.Argument(help="Lab: a release name (or an image with a pinned tag); "
+                                                        "stack: a pinned image.  Not with --resume.")] = None,
+    weight: Annotated[int, typer.Option(help="Without --steps: hold the canary at this percent of "
+                                             "canary-class traffic, no analysis.")] = 10,
+    steps: Annotated[str | None, typer.Option(help="Progressive: the weights to go through, e.g. 10,25,50,100; "
+                                                   "each step is judged on Prometheus before the next.")] = None,
+    interval: Annotated[str, typer.Option(help="Progressive: how long each step lasts (30s, 2m).")] = "30s",
+    analysis_file: Annotated[Path | None, typer.Option(
+        "--analysis", help="Progressive: thresholds overriding monitoring/canary-analysis.yml.")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="Progressive: one threshold, e.g. --set error_ratio.max=0.05 (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Go on with an interrupted or paused rollout.")] = False,
+    prometheus: Annotated[str | None, typer.Option(help="Stack: the Prometheus the analysis asks "
+                                                        "(the lab knows its own).")] = None,
     dry_run: DryRun = False, yes: Yes = False,
 ) -> None:
-    """Run RELEASE on the canary track and send it WEIGHT percent on both load
-    balancers (or the mesh, for a stack)."""
+    """Run RELEASE on the canary track.  With --steps: shift its weight step by
+    step on both load balancers (or the mesh), judge every step on the
+    canary's error ratio and p99 against stable, promote when every step
+    passed, roll back by itself when one fails.  Without: hold --weight."""
+    if steps is None and not resume:
+        if release is None:
+            raise typer.BadParameter("give the release to deploy", param_hint="RELEASE")
+        _fixed_canary(release, weight, dry_run, yes)
+        return
+    if resume and release is not None:
+        raise typer.BadParameter("--resume goes on with the recorded release; give no RELEASE", param_hint="RELEASE")
+    if not resume and release is None:
+        raise typer.BadParameter("give the release to deploy", param_hint="RELEASE")
+    weights = _steps(steps) if steps is not None else []
+    seconds = _duration(interval, "--interval")
+    try:
+        analysis = canary_analysis.load(analysis_file, sets or ())
+    except canary_analysis.AnalysisError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--analysis/--set") from None
+    if seconds < analysis.check_every_s:
+        raise typer.BadParameter(f"{interval} is shorter than the analysis period check_every "
+                                 f"({analysis.check_every_s:g}s)", param_hint="--interval")
+    if state.stack:
+        name = f"stack-{state.stack}"
+        tier: canary.Tier = stack_ops.StackCanary(state.stack, _say)
+        prom_url = prometheus
+        image = _pinned_image(release, "RELEASE") if release else None
+        before_doc = {"canaryImage": stack_ops.effective(state.stack).get("canaryImage")}
+        production = state.stack == "prod"
+    else:
+        target = resolve()
+        if target.kind != "lab":
+            err.print("automata-lb: a progressive canary on an inventory's VMs needs the canary instances "
+                      "deployed by your release process; this tool drives it on the lab and on stacks")
+            raise typer.Exit(USAGE)
+        name, prom_url, production = target.name, target.prometheus_url, False
+        tier = lab_ops.LabCanary(target, _say)
+        image = _release(release, "RELEASE") if release else None
+        before_state = lab_ops.current(target)
+        if not before_state.canary_backends:
+            raise typer.BadParameter("the inventory has no edge_canary_backends to run a canary on",
+                                     param_hint="RELEASE")
+        before_doc = {b["name"]: before_state.release(b["name"]) for b in before_state.canary_backends}
+
+    recorded, running = canary.load(name), canary.holder(name)
+    if resume:
+        if recorded is None or recorded.phase in canary.FINISHED:
+            err.print(f"automata-lb: nothing to resume on {name}: {canary.describe(recorded, running)}")
+            raise typer.Exit(FAILED)
+        rollout = recorded
+        analysis = canary_analysis.from_dict(rollout.analysis)
+    else:
+        if recorded is not None and recorded.phase not in canary.FINISHED:
+            err.print(f"automata-lb: refused: {canary.describe(recorded, running)}")
+            raise typer.Exit(FAILED)
+        rollout = canary.Rollout(name, image, weights, seconds, analysis.as_dict(), before_doc)
+    _print_rollout_plan(rollout, analysis)
+    if dry_run:
+        if state.stack:
+            _print_stack_steps(state.stack, rollout)
+        raise typer.Exit(OK)
+    if not prom_url:
+        err.print("automata-lb: the analysis reads Prometheus: "
+                  + ("give --prometheus URL" if state.stack else "this lab has none (`make lab` starts it)"))
+        raise typer.Exit(UNREACHABLE)
+    _confirm(production, f"canary-deploy {rollout.release}", yes)
+    started = time.monotonic()
+    try:
+        with canary.lock(name), canary.interruptible():
+            final = canary.Runner(rollout, tier, analysis, Prometheus(prom_url), _say).run()
+    except canary.Busy as exc:
+        err.print(f"automata-lb: refused: {exc}")
+        raise typer.Exit(FAILED) from None
+    except KeyboardInterrupt:
+        err.print(f"automata-lb: interrupted: {canary.describe(canary.load(name), None)}")
+        raise typer.Exit(FAILED) from None
+    except TargetError as exc:
+        err.print(f"automata-lb: canary-deploy stopped while {rollout.phase}: {exc}\n"
+                  "  `canary-status` shows where it stands; `--resume` or `canary-abort` finishes it")
+        raise typer.Exit(FAILED) from None
+    history.record(name, "canary-deploy", {"canary": rollout.canary_releases_before}, {"release": rollout.release},
+                   outcome=final, reason=rollout.reason, seconds=round(time.monotonic() - started, 1),
+                   steps=rollout.steps, analysis=rollout.last_analysis)
+    out.print(f"{final}: {rollout.reason}")
+    raise typer.Exit(OK if final == "promoted" else FAILED)
+
+
+def _steps(value: str) -> list[int]:
+    try:
+        weights = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give percentages separated by commas, e.g. 10,25,50,100",
+                                 param_hint="--steps") from None
+    if not weights or any(not 1 <= w <= 100 for w in weights) or weights != sorted(set(weights)):
+        raise typer.BadParameter(f"{value!r}: percentages between 1 and 100, rising, each once",
+                                 param_hint="--steps")
+    return weights
+
+
+def _duration(value: str, hint: str) -> float:
+    try:
+        return duration_ms(hint, value) / 1000
+    except PolicyError as exc:
+        raise typer.BadParameter(exc.problem, param_hint=hint) from None
+
+
+def _print_rollout_plan(rollout: canary.Rollout, analysis: canary_analysis.Analysis) -> None:
+    out.print(f"[bold]canary-deploy[/] {rollout.release} on {rollout.target}: steps "
+              + " -> ".join(f"{w}%" for w in rollout.steps) + f", {rollout.interval_s:g}s each, then promote",
+              soft_wrap=True, highlight=False)
+    if rollout.phase != "deploying" or rollout.step:
+        out.print(f"  resuming: {canary.describe(rollout, None)}", soft_wrap=True, markup=False, highlight=False)
+    e, p = analysis.error_ratio, analysis.latency_p99
+    out.print(f"  analysis every {analysis.check_every_s:g}s once {analysis.min_requests} canary requests are in: "
+              f"error ratio <= {e.max:g} and <= {e.max_vs_stable:g}x stable (above {e.floor:g}); "
+              f"p99 <= {p.max:g}s and <= {p.max_vs_stable:g}x stable (above {p.floor:g}s); "
+              f"paused after {analysis.max_inconclusive} analyses without enough traffic",
+              soft_wrap=True, markup=False, highlight=False)
+    out.print("  queries (window: the time since the step began, here the whole interval):", highlight=False)
+    for label, expr in analysis.queries(rollout.interval_s).items():
+        out.print(f"    {label}: {expr}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _print_stack_steps(stack: str, rollout: canary.Rollout) -> None:
+    for weight in rollout.steps:
+        try:
+            change = stack_ops.plan(stack, {"canaryImage": rollout.release,
+                                            "trafficPolicy": {"canary": {"share": weight}}})
+        except ConfigError as exc:
+            err.print(f"automata-lb: refused: {exc}")
+            raise typer.Exit(USAGE) from None
+        out.print(f"  step {weight}%: then `{' '.join(stack_ops.pulumi_up_command(stack))}`", highlight=False)
+        for line in change.diff or ["no object changes"]:
+            out.print(f"    {line}", soft_wrap=True, markup=False, highlight=False)
+
+
+def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
     if not 0 <= weight <= 100:
         raise typer.BadParameter(f"must be between 0 and 100, got {weight}", param_hint="--weight")
     if state.stack:
@@ -494,6 +641,9 @@ def canary_deploy(
                       dry_run, yes)
         return
     name = _release(release, "RELEASE")
+    if state.inventory:
+        _inventory_canary(resolve(), name, weight, dry_run, yes)
+        return
 
     def desired(state_: LabState) -> LabState:
         if not state_.canary_backends:
@@ -505,6 +655,116 @@ def canary_deploy(
         return state_
 
     _lab_change("canary-deploy", desired, dry_run, {"release": name, "weight": weight})
+
+
+def _inventory_canary(target: Target, release: str, weight: int, dry_run: bool, yes: bool) -> None:
+    """Edge VMs: the canary instances are deployed by the release process;
+    this sends them WEIGHT percent once they answer as RELEASE."""
+    canaries = [b for b in target.backends if b.version == "canary"]
+    if not canaries:
+        raise typer.BadParameter(f"{target.name} has no edge_canary_backends to send traffic to", param_hint="RELEASE")
+    before = next((n["haproxy"].get("canary_percent") for n in edge.probe_all(target) if n.get("reachable")), None)
+    out.print(f"[bold]canary-deploy[/] {release} on {target.name}: canary weight {before}% -> {weight}% on NGINX "
+              f"(checked, reloaded) and HAProxy (runtime API) of {len(target.edges)} node(s), and in the inventory; "
+              f"first checks that {', '.join(b.name for b in canaries)} answer as {release}",
+              soft_wrap=True, highlight=False)
+    if dry_run:
+        raise typer.Exit(OK)
+    versions = edge.backend_versions(target, [{"name": b.name, "address": b.address, "port": b.port} for b in canaries])
+    wrong = {n: v for n, v in versions.items() if v != release}
+    if wrong:
+        err.print(f"automata-lb: refused: the canary instances do not run {release}: "
+                  + ", ".join(f"{n} answers {v!r}" for n, v in wrong.items()) + "; deploy it there first")
+        raise typer.Exit(FAILED)
+    _confirm(target.production, f"canary-deploy {release} at {weight}%", yes)
+    try:
+        edge.set_canary_weight(target, weight)
+    except TargetError as exc:
+        err.print(f"automata-lb: canary-deploy stopped: {exc}")
+        raise typer.Exit(FAILED) from None
+    history.record(target.name, "canary-deploy", {"canary_share": before}, {"canary_share": weight},
+                   outcome="done", release=release)
+    out.print(f"canary {release} takes {weight}% of canary-class traffic on every node")
+
+
+def _rollout_target() -> tuple[str, canary.Tier | None]:
+    if state.stack:
+        return f"stack-{state.stack}", stack_ops.StackCanary(state.stack, _say)
+    target = resolve()
+    return target.name, lab_ops.LabCanary(target, _say) if target.kind == "lab" else None
+
+
+@app.command("canary-status")
+def canary_status(as_json: Annotated[bool, typer.Option("--json", help="Print the rollout as JSON.")] = False) -> None:
+    """Where the progressive canary stands: phase, step, the weights each load
+    balancer sends now, the last analysis and its figures."""
+    name, tier = _rollout_target()
+    rollout, running = canary.load(name), canary.holder(name)
+    try:
+        weights = tier.weights() if tier else {}
+    except TargetError as exc:
+        weights = {"error": str(exc)}
+    doc = {"target": name, "summary": canary.describe(rollout, running), "running_pid": running,
+           "weights": weights, "rollout": asdict(rollout) if rollout else None}
+    if as_json:
+        emit_json(doc)
+        raise typer.Exit(OK)
+    out.print(doc["summary"], soft_wrap=True, markup=False, highlight=False)
+    if rollout is None:
+        raise typer.Exit(OK)
+    marks = [f"[bold]{w}%[/]" if i == rollout.step and rollout.phase not in canary.FINISHED else f"{w}%"
+             for i, w in enumerate(rollout.steps)]
+    out.print(f"steps: {' -> '.join(marks)}, {rollout.interval_s:g}s each; recorded weight {rollout.weight}%")
+    tiers = [t for t in ("nginx", "haproxy", "istio") if any(isinstance(w, dict) and t in w for w in weights.values())]
+    table = Table(title="Canary weight now", title_justify="left")
+    for col in ("node", *tiers):
+        table.add_column(col)
+    for node, w in weights.items():
+        if isinstance(w, dict):
+            table.add_row(node, *(f"{w[t]}%" if w.get(t) is not None else "-" for t in tiers))
+    if "error" in weights:
+        err.print(f"automata-lb: weights unknown: {weights['error']}")
+    out.print(table)
+    last = rollout.last_analysis
+    if last:
+        out.print(f"last analysis ({_ago(last['time'])}, window {last['window_s']:.0f}s): "
+                  f"[bold]{last['verdict']}[/]: {last['reason']}", soft_wrap=True, highlight=False)
+
+
+@app.command("canary-abort")
+def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
+    """Roll the canary back now: weight 0 on every load balancer, the canary
+    instances back to what they ran (stops a rollout running elsewhere first)."""
+    name, tier = _rollout_target()
+    rollout = canary.load(name)
+    if rollout is None or rollout.phase in canary.FINISHED:
+        err.print(f"automata-lb: nothing to abort on {name}: {canary.describe(rollout, canary.holder(name))}")
+        raise typer.Exit(FAILED)
+    out.print(f"[bold]canary-abort[/] {rollout.release} on {name}: weight {rollout.weight}% -> 0% at once, "
+              f"then the canary instances back to {rollout.canary_releases_before}", soft_wrap=True, highlight=False)
+    if dry_run:
+        raise typer.Exit(OK)
+    if tier is None:
+        err.print("automata-lb: canary-abort drives the lab or a stack")
+        raise typer.Exit(USAGE)
+    _confirm(name == "stack-prod", "canary-abort", yes)
+    try:
+        canary.abort(name, _say)
+        with canary.lock(name), canary.interruptible():
+            rollout = canary.load(name)
+            if rollout.phase not in canary.FINISHED:
+                rollout.reason = f"aborted by hand at {rollout.weight}%"
+                rollout.phase = "rolling-back"
+                rollout.event("abort")
+                canary.save(rollout)
+                analysis = canary_analysis.from_dict(rollout.analysis)
+                canary.Runner(rollout, tier, analysis, None, _say).run()
+    except (canary.Busy, TargetError) as exc:
+        err.print(f"automata-lb: canary-abort stopped: {exc}")
+        raise typer.Exit(FAILED) from None
+    history.record(name, "canary-abort", {"release": rollout.release}, {"canary": rollout.canary_releases_before},
+                   outcome=rollout.phase, reason=rollout.reason)
+    out.print(f"{rollout.phase}: {rollout.reason}")
 
 
 @app.command("auto-scale")
@@ -561,10 +821,8 @@ def auto_scale(
 
     scaler = autoscale.Autoscaler(Prometheus(target.prometheus_url), policy,
                                   replicas=lambda: len(lab_ops.current(target).backends), scale_to=scale_to, say=_say)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         scaler.run(duration)
-    except KeyboardInterrupt:
-        pass
 
 
 @app.command("disable-auto-scale")
@@ -595,6 +853,16 @@ def rollback(dry_run: DryRun = False, yes: Yes = False) -> None:
     if not entry:
         err.print(f"automata-lb: nothing to roll back on {target.name}")
         raise typer.Exit(FAILED)
+    if "canary_share" in entry["before"]:  # a weight change on an inventory's nodes
+        share = entry["before"]["canary_share"]
+        out.print(f"rolling back `{entry['command']}`: canary weight -> {share}% on every node")
+        if dry_run or share is None:
+            raise typer.Exit(OK)
+        _confirm(target.production, "rollback", yes)
+        edge.set_canary_weight(target, share)
+        history.record(target.name, "rollback", entry["after"], entry["before"], outcome="done",
+                       undoes=entry["command"])
+        return
     out.print(f"rolling back `{entry['command']}` of {datetime.fromtimestamp(entry['time']):%Y-%m-%d %H:%M:%S}")
     _lab_change("rollback", lambda _: LabState.from_dict(entry["before"]), dry_run, {"undoes": entry["command"]})
 

@@ -1,8 +1,11 @@
 """Read and change the edge load balancers of a target, over SSH.
 
 Reads go through probe.py (one SSH round trip per node, run in parallel);
-changes go through HAProxy's runtime API on each node.  Nothing here edits
-files on a node: configuration changes are converges of playbooks/edge.yml.
+changes go through HAProxy's runtime API on each node.  Configuration
+changes are converges of playbooks/edge.yml, with one exception: the canary
+share, which a progressive rollout moves every few seconds, is written by
+share.py into the two places the role renders it (checked, then reloaded),
+after the inventory says the same, so the next converge changes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from pathlib import Path
 from .targets import EdgeNode, Target, TargetError
 
 PROBE = Path(__file__).with_name("probe.py").read_text()
+SHARE = Path(__file__).with_name("share.py").read_text()
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
+# Where the roles put things (their defaults; the lab and inventories/prod keep them).
+NGINX_CONF_DIR, NGINX_STAGING_DIR, HAPROXY_CONFIG = "/etc/nginx", "/etc/nginx/staging", "/etc/haproxy/haproxy.cfg"
 
 
 def probe(node: EdgeNode) -> dict:
@@ -41,3 +47,75 @@ def runtime(node: EdgeNode, *commands: str) -> str:
                 or "error" in line.lower():
             raise TargetError(f"{node.name}: runtime API refused `{script}`: {line}")
     return out
+
+
+def set_canary_share(target: Target, share: int) -> dict[str, dict]:
+    """Every node's NGINX and HAProxy send `share` percent of canary-class
+    requests to the canary (share.py); {node: {"haproxy": N, "nginx": how}}.
+    Raises when a node refused, after every node was tried."""
+    from traffic import nginx as nginx_render
+
+    args = {"share": share, "nginx_file": nginx_render.canary_file(share), "nginx_conf_dir": NGINX_CONF_DIR,
+            "nginx_staging_dir": NGINX_STAGING_DIR, "haproxy_config": HAPROXY_CONFIG,
+            "haproxy_socket": ADMIN_SOCKET}
+    script = f"ARGS = {json.dumps(args)}\n" + SHARE
+
+    def one(node: EdgeNode) -> tuple[str, dict]:
+        try:
+            proc = node.run("python3", "-", stdin=script)
+        except TargetError as exc:
+            return node.name, {"error": str(exc)}
+        lines = (proc.stdout or proc.stderr).strip().splitlines()
+        try:
+            return node.name, json.loads(lines[-1])
+        except (IndexError, ValueError):
+            return node.name, {"error": (proc.stderr or proc.stdout).strip()[-300:] or f"exit {proc.returncode}"}
+
+    with ThreadPoolExecutor(max_workers=max(1, len(target.edges))) as pool:
+        results = dict(pool.map(one, target.edges))
+    refused = {name: r["error"] for name, r in results.items() if "error" in r}
+    if refused:
+        raise TargetError(f"canary share {share}% refused: " + "; ".join(f"{n}: {e}" for n, e in refused.items()))
+    return results
+
+
+def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:
+    """The inventory's canary share (traffic_policy_overrides.canary.share,
+    comments kept), then the same on every node: a converge afterwards
+    changes nothing."""
+    import copy
+
+    from traffic import model
+
+    from . import inventory
+
+    overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
+    if model.load(overrides=overrides).canary.share != weight:
+        wanted = copy.deepcopy(overrides)
+        wanted.setdefault("canary", {})["share"] = weight
+        inventory.write(target.inventory, {"traffic_policy_overrides": wanted})
+    return set_canary_share(target, weight)
+
+
+_VERSIONS = """
+import json, urllib.request
+out = {}
+for name, url in URLS.items():
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            out[name] = r.headers.get("x-backend-version", "")
+    except Exception as exc:
+        out[name] = "unreachable: %s" % exc
+print(json.dumps(out))
+"""
+
+
+def backend_versions(target: Target, backends: list[dict]) -> dict[str, str]:
+    """What each backend says it runs (X-Backend-Version of its /health),
+    asked from the first edge node: the network path the load balancers use."""
+    urls = {b["name"]: f"http://{b['address']}:{b['port']}/health" for b in backends}
+    proc = target.edges[0].run("python3", "-", stdin=f"URLS = {json.dumps(urls)}\n" + _VERSIONS)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise TargetError(f"{target.edges[0].name}: could not ask the backends: {proc.stderr.strip()[-300:]}") from None

@@ -12,7 +12,9 @@ check first; an instance to replace or remove is drained on HAProxy (at
 runtime) before it stops, and stops with SIGTERM, so the backend finishes
 what it has and closes WebSockets cleanly; NGINX retries idempotent
 requests that meet a stopped instance, and canary pools fall back to their
-stable backups.  The inventory changes once, followed by one converge.
+stable backups.  A change of the backend lists is one inventory change
+followed by one converge; the canary share is written into the inventory
+and onto the nodes directly (edge.set_canary_share), without a converge.
 """
 
 from __future__ import annotations
@@ -200,16 +202,15 @@ def reconcile(target: Target, desired: LabState, say: Say, on_task: Say | None =
         say(f"draining {name} on HAProxy")
         set_server_state(target, name, "drain")
 
-    result = None
-    overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
-    wanted_overrides = copy.deepcopy(overrides)
     if desired.canary_share != have.canary_share:
-        wanted_overrides.setdefault("canary", {})["share"] = desired.canary_share
+        say(f"canary share {have.canary_share}% -> {desired.canary_share}% (checked file + reload on NGINX, "
+            "runtime API on HAProxy; the inventory says the same)")
+        LabCanary(target, say).set_weight(desired.canary_share)
+
+    result = None
     changes = {k: v for k, v in (("edge_backends", desired.backends),
-                                 ("edge_canary_backends", desired.canary_backends),
-                                 ("traffic_policy_overrides", wanted_overrides))
-               if v != {"edge_backends": have.backends, "edge_canary_backends": have.canary_backends,
-                        "traffic_policy_overrides": overrides}[k]}
+                                 ("edge_canary_backends", desired.canary_backends))
+               if v != {"edge_backends": have.backends, "edge_canary_backends": have.canary_backends}[k]}
     if changes:
         say("writing the inventory: " + ", ".join(changes))
         inventory.write(target.inventory, changes)
@@ -225,3 +226,36 @@ def reconcile(target: Target, desired: LabState, say: Say, on_task: Say | None =
         lab_stack.remove_backend(name)
         lab_stack.set_release(name, None)
     return result
+
+
+class LabCanary:
+    """The lab as a progressive rollout's tier: weights on both load
+    balancers of every edge node (edge.set_canary_share, recorded in the
+    inventory), instances through `reconcile`."""
+
+    def __init__(self, target: Target, say: Say) -> None:
+        self.target, self.say = target, say
+
+    def set_weight(self, weight: int) -> dict:
+        return edge.set_canary_weight(self.target, weight)
+
+    def _releases(self, names: list[str], release_of: Callable[[str], str]) -> None:
+        desired = current(self.target)
+        for name in names:
+            desired.releases[name] = release_of(name)
+        reconcile(self.target, desired, self.say)
+
+    def deploy(self, release: str) -> None:
+        self._releases([b["name"] for b in current(self.target).canary_backends], lambda _: release)
+
+    def promote(self, release: str) -> None:
+        self._releases([b["name"] for b in current(self.target).backends], lambda _: release)
+
+    def restore_canary(self, releases: dict[str, str]) -> None:
+        self._releases([b["name"] for b in current(self.target).canary_backends],
+                       lambda name: releases.get(name, "canary"))
+
+    def weights(self) -> dict[str, dict[str, int | None]]:
+        return {n["node"]: {"nginx": n.get("nginx", {}).get("canary_percent"),
+                            "haproxy": n.get("haproxy", {}).get("canary_percent")}
+                for n in edge.probe_all(self.target) if n.get("reachable")}

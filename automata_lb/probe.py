@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def run(*argv):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=10)
         return (proc.stdout + proc.stderr).strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return "error: %s" % exc
+        return f"error: {exc}"
 
 
 def runtime(command):
@@ -58,7 +59,7 @@ def digest(patterns):
 
 def started(pid):
     """Start time (Unix seconds) of a process, from /proc."""
-    with open("/proc/%d/stat" % pid) as f:
+    with open(f"/proc/{pid}/stat") as f:
         ticks = int(f.read().rsplit(")", 1)[1].split()[19])
     with open("/proc/stat") as f:
         boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
@@ -67,7 +68,7 @@ def started(pid):
 
 def children(pid):
     try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
@@ -88,6 +89,14 @@ def nginx():
     state = service("nginx")
     state["version"] = run("nginx", "-v").rpartition("/")[2]
     state["config_hash"] = digest(["/etc/nginx/nginx.conf", "/etc/nginx/proxy_params", "/etc/nginx/conf.d/*"])
+    # The canary share of conf.d/canary.conf (traffic/nginx.py canary_file).
+    try:
+        with open("/etc/nginx/conf.d/canary.conf") as f:
+            text = f.read()
+        share = re.search(r"^\s*(\d+)%\s", text, re.M)
+        state["canary_percent"] = int(share.group(1)) if share else (0 if "split_clients" in text else None)
+    except OSError:
+        state["canary_percent"] = None
     return state
 
 

@@ -12,6 +12,7 @@ import copy
 import io
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from infra import offline
 from infra.settings import ConfigError
 
-from .targets import ROOT
+from .targets import ROOT, TargetError
 from .yamlio import plain, round_trip
 
 PROJECT = "automata"
@@ -70,7 +71,7 @@ def _paths(a: Any, b: Any, path: str = "") -> list[str]:
         return [p for k in sorted(set(a) | set(b), key=str)
                 for p in _paths(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [p for i, (x, y) in enumerate(zip(a, b)) for p in _paths(x, y, f"{path}[{i}]")]
+        return [p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in _paths(x, y, f"{path}[{i}]")]
     if a != b:
         return [f"{path}: {json_short(a)} -> {json_short(b)}"]
     return []
@@ -159,4 +160,41 @@ def apply(stack: str) -> tuple[bool, str]:
     return proc.returncode == 0, " ".join(command)
 
 
-__all__ = ["Change", "ConfigError", "apply", "current", "effective", "plan", "write"]
+class StackCanary:
+    """A stack as a progressive rollout's tier: every weight, image and
+    rollback is a checked change of the stack file followed by `pulumi up`;
+    without the Pulumi CLI a step cannot be applied, and the rollout stops
+    there (its record says where; `--resume` goes on once it can)."""
+
+    def __init__(self, stack: str, say: Callable[[str], None]) -> None:
+        self.stack, self.say = stack, say
+
+    def _apply(self, values: dict[str, Any], what: str) -> None:
+        change = plan(self.stack, values)
+        if change.empty:
+            return
+        write(self.stack, change.values)
+        applied, cmd = apply(self.stack)
+        if not applied:
+            raise TargetError(f"{what}: stacks/Pulumi.{self.stack}.yaml says so, but `{cmd}` did not run here")
+        self.say(f"{what}: applied ({cmd})")
+
+    def set_weight(self, weight: int) -> dict:
+        self._apply({"trafficPolicy": {"canary": {"share": weight}}}, f"canary weight {weight}%")
+        return {}
+
+    def deploy(self, release: str) -> None:
+        self._apply({"canaryImage": release}, f"canary image {release}")
+
+    def promote(self, release: str) -> None:
+        self._apply({"image": release}, f"stable image {release}")
+
+    def restore_canary(self, releases: dict[str, str]) -> None:
+        self._apply({"canaryImage": releases.get("canaryImage")}, "canary image back")
+
+    def weights(self) -> dict[str, dict[str, int | None]]:
+        share = (effective(self.stack).get("trafficPolicy") or {}).get("canary", {}).get("share")
+        return {f"stack {self.stack} (config)": {"istio": share}}
+
+
+__all__ = ["Change", "ConfigError", "StackCanary", "apply", "current", "effective", "plan", "write"]

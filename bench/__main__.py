@@ -113,7 +113,7 @@ def main(argv: list[str]) -> int:
                 columns.append(column)
                 try:
                     conf = target.write_config(workdir, args.set)
-                except Exception as exc:  # a missing/broken role must not hide the other columns
+                except Exception as exc:  # noqa: BLE001 - a missing/broken role must not hide the other columns
                     column.skipped = f"config not rendered: {exc}"
                     continue
                 try:
@@ -161,7 +161,7 @@ def _rounds(args, settings, columns, live, servers, backend, client_cpus) -> lis
     within args.spread (95% interval of the mean, relative), at least
     args.repeats rounds and at most args.max_rounds."""
     direct = _column(columns, "direct")
-    order = [None] + live  # None: the direct column
+    order = [None, *live]  # None: the direct column
     history = []
     for n in range(args.max_rounds):
         rotated = order[n % len(order):] + order[:n % len(order)]

@@ -68,7 +68,7 @@ async def _hold(port: int, n: int, request: bytes, total_timeout_s: float) -> Ca
                 source = str(FIRST_SOURCE + i)
                 conns[i] = await asyncio.wait_for(
                     asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)), OP_TIMEOUT_S)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 result.errors[f"connect: {_reason(exc)}"] += 1
                 return
             if await _exchange(conns[i], request, result.errors, "first request"):
@@ -104,7 +104,7 @@ async def _exchange(conn, request: bytes, errors: Counter, which: str) -> bool:
     try:
         writer.write(request)
         status, closing = await asyncio.wait_for(_read_response(reader), OP_TIMEOUT_S)
-    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
         errors[f"{which}: {_reason(exc)}"] += 1
         return False
     if status != 200:

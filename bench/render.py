@@ -48,8 +48,11 @@ def _own(role: str, overrides: dict | None) -> dict:
     return {k: v for k, v in (overrides or {}).items() if k.startswith(f"{role}_")}
 
 
-def render_role(role: str, dest: Path, variables: dict) -> None:
-    """Run a role's validate and config tasks on this machine (bench/render.yml)."""
+def render_role(role: str, dest: Path, variables: dict, command_line: tuple[str, ...] = ()) -> None:
+    """Run a role's validate and config tasks on this machine (bench/render.yml).
+
+    `command_line` holds `name=value` overrides passed as an operator types
+    them (`-e name=value`: strings), after and above `variables`."""
     if not (ROOT / "roles" / role / "tasks" / "config.yml").exists():
         raise RuntimeError(f"roles/{role}/tasks/config.yml does not exist")
     dest.mkdir(parents=True)
@@ -57,6 +60,7 @@ def render_role(role: str, dest: Path, variables: dict) -> None:
     vars_file.write_text(json.dumps(variables | {"bench_role": role}))
     argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(PLAYBOOK),
             "-e", f"@{vars_file}", "-e", f"ansible_python_interpreter={sys.executable}"]
+    argv += [arg for item in command_line for arg in ("-e", item)]
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if run.returncode != 0:
         raise RuntimeError(f"rendering roles/{role} failed:\n{run.stdout[-3000:]}{run.stderr[-1000:]}")
@@ -94,7 +98,7 @@ def nginx(dest: Path, port: int, backend_port: int, status_port: int, overrides:
         "nginx_lb_conf_dir": str(dest),
         "nginx_lb_pid_file": str(dest / "nginx.pid"),
         "nginx_lb_log_dir": str(dest / "logs"),
-        # The issue's CPU figure is for the proxy alone, without TLS.
+        # The CPU per request the benchmark reports is the proxy's alone, without TLS.
         "nginx_lb_tls_enabled": False,
         # Nothing of the benchmark listens beyond loopback.
         "nginx_lb_listen_address": "127.0.0.1",

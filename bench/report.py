@@ -1,4 +1,4 @@
-"""The printed table (the same one that goes into the issue notes)."""
+"""The printed table (the one docs/benchmarks.md quotes)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def format_table(columns: list[Column], settings: LoadSettings, meta: dict) -> s
     s = meta["settings"]
     lines = [
         f"wrk -t{settings.threads} -c{settings.connections} -d{settings.duration_s:g}s keep-alive, "
-        f"median of {len(columns[0].samples) if columns else 0} interleaved round(s); LB {'pinned to CPU 1, wrk+backend to CPU 0' if s['pinned'] else 'not pinned'}; "
+        f"median of {len(columns[0].samples) if columns else 0} interleaved round(s); "
+        f"LB {'pinned to CPU 1, wrk+backend to CPU 0' if s['pinned'] else 'not pinned'}; "
         f"load average before/after: {meta['loadavg_before'][0]:.2f}/{meta['loadavg_after'][0]:.2f}",
         *([f"role variables overridden with --set: {s['role_overrides']}"] if s["role_overrides"] else []),
         "",

@@ -7,6 +7,7 @@ workers at once and nothing outlives the benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -155,10 +156,8 @@ def _alive(pid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _listening(port: int) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from bench import render
 from bench.servers import fill_template, haproxy_argv, nginx_argv

@@ -10,15 +10,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pulumi  # noqa: E402
+import pulumi
 
-from infra import mesh, naming, settings  # noqa: E402
-from infra.autoscaling import Autoscaler, AutoscalerArgs  # noqa: E402
-from infra.local import LocalEnvironment, LocalEnvironmentArgs  # noqa: E402
-from infra.mesh_install import IstioInstall, IstioInstallArgs  # noqa: E402
-from infra.monitoring import Monitoring, MonitoringArgs  # noqa: E402
-from infra.namespace import BackendNamespace, BackendNamespaceArgs, runtime_config_hash  # noqa: E402
-from infra.workload import BackendWorkload, WorkloadArgs, stable_replicas  # noqa: E402
+from infra import mesh, naming, settings
+from infra.autoscaling import Autoscaler, AutoscalerArgs
+from infra.local import LocalEnvironment, LocalEnvironmentArgs
+from infra.mesh_install import IstioInstall, IstioInstallArgs
+from infra.monitoring import Monitoring, MonitoringArgs
+from infra.namespace import BackendNamespace, BackendNamespaceArgs, runtime_config_hash
+from infra.workload import BackendWorkload, WorkloadArgs, stable_replicas
 
 cfg = settings.load()
 
@@ -56,8 +56,8 @@ else:
         services[cls] = naming.service_host(cls, cfg.cluster.namespace)
     if cfg.mesh.enabled:
         mesh.ServiceMesh("mesh", mesh.MeshArgs(namespace=ns.name, namespace_name=cfg.cluster.namespace, mesh=cfg.mesh,
-                                               workloads=cfg.workloads, tracks=cfg.images.tracks(), stack=pulumi.get_stack(),
-                                               policy=cfg.traffic),
+                                               monitoring_namespace=cfg.monitoring.namespace, tracks=cfg.images.tracks(),
+                                               stack=pulumi.get_stack(), policy=cfg.traffic),
                          after_mesh)
         pulumi.export("hosts", list(cfg.mesh.hosts))
     if cfg.monitoring.enabled:

@@ -23,7 +23,7 @@ class AutoscalerArgs:
 
 
 def metrics(scaling: ScalingSettings) -> list[k8s.autoscaling.v2.MetricSpecArgs]:
-    """CPU and memory utilisation targets (spec: 70% / 80%), relative to requests."""
+    """CPU and memory utilisation targets (70% / 80% by default), relative to requests."""
     return [
         k8s.autoscaling.v2.MetricSpecArgs(
             type="Resource",

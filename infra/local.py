@@ -1,4 +1,4 @@
-"""The `local` stack: the spec's Docker Compose environment on a Docker or
+"""The `local` stack: a Compose-style environment for one machine, on a Docker or
 Podman host (pulumi-docker), with the same backend image as the cluster.
 
 Ports follow docs/lab.md and are published on 127.0.0.1 only.  The proxy
@@ -94,7 +94,7 @@ http {{
         "" "";
     }}
 {r.http}
-
+{_indent(r.canary, 4)}
 {_indent(r.upstreams, 4)}
 
     server {{

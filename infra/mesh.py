@@ -41,15 +41,12 @@ class MeshArgs:
     namespace: pulumi.Input[str]
     namespace_name: str  # the same, as a plain string for hosts and principals
     mesh: MeshSettings
-    workloads: tuple[WorkloadSettings, ...]
+    monitoring_namespace: str  # its Prometheus may scrape the backend
     tracks: tuple[Track, ...]
     stack: str
     # Routes, balancing, timeouts, retries, canary/A-B, TLS and headers
     # (traffic/policy.yml, rendered by traffic/istio.py).
     policy: Policy
-
-    def workload(self, traffic_class: str) -> WorkloadSettings:
-        return next(w for w in self.workloads if w.traffic_class == traffic_class)
 
     @property
     def canary(self) -> bool:
@@ -178,7 +175,7 @@ def request_authentication_spec(mesh: MeshSettings) -> dict:
                           "audiences": list(mesh.jwt.audiences)}]}
 
 
-def authorization_policy_specs(mesh: MeshSettings, policy: Policy) -> dict[str, dict]:
+def authorization_policy_specs(mesh: MeshSettings, policy: Policy, monitoring_namespace: str) -> dict[str, dict]:
     """An empty spec allows nothing: everything not allowed below is denied."""
     gateway = [gateway_principal(mesh)]
 
@@ -196,7 +193,7 @@ def authorization_policy_specs(mesh: MeshSettings, policy: Policy) -> dict[str, 
             "from": [{"source": {"principals": gateway, "requestPrincipals": [f"{mesh.jwt.issuer}/*"]}}],
             "to": [{"operation": {"paths": paths(protected=True)}}]}]},
         "allow-monitoring": {"action": "ALLOW", "rules": [{
-            "from": [{"source": {"namespaces": [mesh.monitoring_namespace]}}],
+            "from": [{"source": {"namespaces": [monitoring_namespace]}}],
             "to": [{"operation": {"methods": ["GET"],
                                   "paths": [naming.METRICS_PATH, naming.METRICS_PATH + "/*",
                                             naming.READINESS_PATH, naming.READINESS_PATH + "/*"]}}]}]},
@@ -229,7 +226,7 @@ def pod_annotations(workload: WorkloadSettings, rollout: RolloutSettings) -> dic
     """The sidecar must outlive the backend's drain: Istio's default 5 s
     terminationDrainDuration would cut WebSockets and AI calls that the backend
     is still finishing during a rollout.  The app also waits for its proxy."""
-    proxy = {"terminationDrainDuration": seconds(workload.grace_period - rollout.pre_stop_seconds),
+    proxy = {"terminationDrainDuration": seconds(rollout.drain_seconds(workload)),
              "holdApplicationUntilProxyStarts": True}
     return {"proxy.istio.io/config": json.dumps(proxy, sort_keys=True)}
 
@@ -258,7 +255,7 @@ class ServiceMesh(pulumi.ComponentResource):
         }
         custom("mtls", SECURITY, "PeerAuthentication", "default", {"mtls": {"mode": mesh.mtls_mode}})
         custom("jwt", SECURITY, "RequestAuthentication", "jwt", request_authentication_spec(mesh))
-        for name_, spec in authorization_policy_specs(mesh, args.policy).items():
+        for name_, spec in authorization_policy_specs(mesh, args.policy, args.monitoring_namespace).items():
             custom(name_, SECURITY, "AuthorizationPolicy", name_, spec)
         custom("telemetry", TELEMETRY, "Telemetry", "automata", telemetry_spec(mesh, args.stack))
         # Sampling is decided where a trace starts, at the gateway, so it gets

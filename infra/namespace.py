@@ -1,4 +1,4 @@
-"""The backend's namespace and its runtime ConfigMap (spec "Application Tuning")."""
+"""The backend's namespace and its runtime ConfigMap (the backend's tuning knobs)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ APP = "automata-backend"
 PART_OF = "automata"
 MANAGED_BY = "pulumi"
 
-# The spec's traffic classes, each its own Deployment, Service, HPA and PDB.
+# The backend's traffic classes, each its own Deployment, Service, HPA and PDB.
 TRAFFIC_CLASSES: tuple[str, ...] = ("api", "websocket", "ai")
 
 Track = Literal["stable", "canary"]

@@ -1,7 +1,7 @@
 """One traffic class of the backend: Deployments (stable, canary), Service,
 ServiceAccount and PodDisruptionBudget.
 
-The pod spec is built by pure functions so the mesh (issue 6) and the tests
+The pod spec is built by pure functions so the mesh and the tests
 can reuse it; `WorkloadArgs.pod_annotations` is where the mesh adds its own.
 """
 
@@ -29,7 +29,7 @@ READINESS_PERIOD, READINESS_FAILURES = 5, 2
 # under load, so they get a longer probe timeout than the others.
 PROBE_TIMEOUT = {"api": 2, "websocket": 2, "ai": 5}
 
-# Old ReplicaSets kept for `kubectl rollout undo` (the spec's rollback).
+# Old ReplicaSets kept for `kubectl rollout undo` (automata-lb rollback).
 REVISION_HISTORY = 5
 
 
@@ -67,11 +67,6 @@ def stable_replicas(autoscaling: bool, pinned: int) -> int | None:
     return None if autoscaling else pinned
 
 
-def drain_seconds(workload: WorkloadSettings, rollout: RolloutSettings) -> int:
-    """Time the backend has between SIGTERM and SIGKILL (after the preStop)."""
-    return workload.grace_period - rollout.pre_stop_seconds
-
-
 def container(args: WorkloadArgs, track: Track) -> k8s.core.v1.ContainerArgs:
     w = args.workload
     http = naming.PORT_NAME
@@ -89,8 +84,8 @@ def container(args: WorkloadArgs, track: Track) -> k8s.core.v1.ContainerArgs:
     return k8s.core.v1.ContainerArgs(
         name="backend",
         image=args.image(track),
-        image_pull_policy="IfNotPresent",  # tags are pinned (settings.check_image)
-        args=naming.backend_args("$(POD_NAME)", track, drain_seconds(w, args.rollout)),
+        image_pull_policy="IfNotPresent",  # tags are pinned (settings.pinned_image)
+        args=naming.backend_args("$(POD_NAME)", track, args.rollout.drain_seconds(w)),
         ports=[k8s.core.v1.ContainerPortArgs(name=http, container_port=naming.CONTAINER_PORT, protocol="TCP")],
         env=env,
         env_from=[k8s.core.v1.EnvFromSourceArgs(config_map_ref=k8s.core.v1.ConfigMapEnvSourceArgs(name=args.runtime_config_name))],
@@ -247,7 +242,7 @@ class BackendWorkload(pulumi.ComponentResource):
 
 
 def session_affinity(traffic_class: str) -> dict:
-    """The spec keeps WebSocket clients on one backend.  Without the mesh the
+    """A WebSocket client stays on one backend.  Without the mesh the
     Service does it by client IP; with the mesh, its DestinationRule does."""
     if traffic_class != "websocket":
         return {}

@@ -29,8 +29,9 @@ STATS_USER = "admin"
 LABEL = f"{topology.PREFIX}=1"
 SPEC_LABEL = f"{topology.PREFIX}.spec"
 
-# Host-global keys a privileged container could change.  `up` records them
-# once, and tests/lab/test_lab.py proves a lab run leaves them as they were.
+# Host-global keys a container with a writable /proc/sys could change (the
+# lab's nodes have none, see _ensure_edge).  `up` records them once, and
+# tests/lab/test_kernel_tuning.py proves a lab run leaves them as they were.
 HOST_GLOBAL_SYSCTLS = (
     "fs.file-max", "fs.nr_open", "fs.inotify.max_user_watches", "fs.protected_regular",
     "kernel.pid_max", "kernel.sysrq", "kernel.core_uses_pid", "vm.swappiness",

@@ -43,8 +43,8 @@ if __package__ in (None, ""):
     # the package importable from any working directory.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from load_tests.hooks import recorder, run  # noqa: E402  (also registers the event listeners)
-from load_tests.summary import RATE_LIMITED  # noqa: E402
+from load_tests.hooks import recorder, run  # also registers the event listeners
+from load_tests.summary import RATE_LIMITED
 
 _numbers = itertools.count()
 # A random start, so a rerun within seconds does not meet the limit state
@@ -326,7 +326,7 @@ class WebSocketUser(Edge, User):
         except SessionEnded:
             recorder.ws_going_away += 1
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self._fire(name, t0, start_time, exception=exc)
             raise
         self._fire(name, t0, start_time, instance=instance)

@@ -12,6 +12,7 @@ APT_PACKAGES=(
   python3-venv                       # .venv on a Python without ensurepip
   nginx haproxy wrk nghttp2-client   # the benchmark runs them on loopback
   prometheus                         # promtool checks generated Prometheus configs
+  mtail                              # tests/roles compiles the rendered mtail program
   keepalived                         # `keepalived -t` checks roles/edge_vip's configuration (tests/vip)
 )
 

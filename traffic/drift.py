@@ -123,7 +123,8 @@ def nginx_view(conf: Path | str) -> dict:
         src, block = track
         value = next(d["directive"] for d in block if d["directive"] != "default")
         cookie_src = next(s for (s, dst) in maps if dst == "$lb_ab_cookie")
-        share = int(split[0]["directive"].rstrip("%")) if split else 0
+        first = split[0]["directive"] if split else "*"
+        share = int(first.rstrip("%")) if first.endswith("%") else 0   # `* ""` alone: 0%
         canary = {"share": share, "ab_header": src.removeprefix("$http_").replace("_", "-"),
                   "ab_cookie": cookie_src.removeprefix("$cookie_"), "ab_value": value}
     protocols = _one(http, "ssl_protocols")
@@ -185,7 +186,9 @@ def nginx_view(conf: Path | str) -> dict:
 
 # --- HAProxy ------------------------------------------------------------------------
 
-def _sections(text: str) -> dict[str, list[str]]:
+def haproxy_sections(text: str) -> dict[str, list[str]]:
+    """{"global": [...], "frontend public": [...], ...}: each section's lines,
+    comments dropped and blanks squeezed."""
     sections: dict[str, list[str]] = {}
     current = None
     for raw in text.splitlines():
@@ -202,7 +205,7 @@ def _sections(text: str) -> dict[str, list[str]]:
 
 def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> dict:
     """Read a rendered haproxy.cfg and its rate-limit map."""
-    sections = _sections(cfg)
+    sections = haproxy_sections(cfg)
     glob, defaults, front = sections["global"], sections["defaults"], sections[frontend]
 
     def value(lines: list[str], prefix: str) -> str | None:

@@ -193,14 +193,14 @@ def frontend_block(policy: Policy, opts: Options, *, canary: bool, health_path: 
     if canary:
         out += [d("acl ab_variant", f"req.hdr({c.ab_header}) -m str {c.ab_value}"),
                 d("acl ab_variant", f"req.cook({c.ab_cookie}) -m str {c.ab_value}")]
-        if c.share > 0:
-            out.append(d("acl canary_dice", "rand(100),sub(proc.canary_percent) -m int lt 0"))
+        # Rendered at a share of 0 too: the share is a process variable the
+        # runtime API changes (automata-lb canary-deploy), so the rule must be there.
+        out.append(d("acl canary_dice", "rand(100),sub(proc.canary_percent) -m int lt 0"))
     out.append(d("use_backend", f"{health_class} if {{ path {health_path} }}"))
     for path, cls in policy.routes():
         if canary and cls.canary:
             out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} ab_variant"))
-            if c.share > 0:
-                out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} canary_dice"))
+            out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} canary_dice"))
         out.append(d("use_backend", f"{cls.name} if {_path_acl(path)}"))
     out.append(d("default_backend", NOT_FOUND))
     return "\n".join(out)
@@ -242,9 +242,9 @@ def _backend(cls: TrafficClass, name: str, servers: list[Server], opts: Options,
 def backends_block(policy: Policy, servers: list[Server], canary_servers: list[Server], opts: Options) -> str:
     out = []
     for cls in policy.classes:
-        out += _backend(cls, cls.name, servers, opts) + [""]
+        out += [*_backend(cls, cls.name, servers, opts), ""]
         if canary_servers and cls.canary:
-            out += _backend(cls, cls.name + CANARY_SUFFIX, canary_servers, opts, servers) + [""]
+            out += [*_backend(cls, cls.name + CANARY_SUFFIX, canary_servers, opts, servers), ""]
     out += [f"backend {NOT_FOUND}", d("http-request deny", "deny_status 404"), ""]
     return "\n".join(out)
 

@@ -30,6 +30,7 @@ BALANCE = {"round_robin": None, "least_conn": "least_conn",
 RETRY = {"connect-failure": "error timeout", "reset": "error", "timeout": "timeout",
          "502": "http_502", "503": "http_503", "504": "http_504"}
 CANARY_SUFFIX = "_canary"
+CANARY_FILE = "conf.d/canary.conf"
 
 
 def check(policy: Policy) -> None:
@@ -47,7 +48,8 @@ def check(policy: Policy) -> None:
 def notes(policy: Policy) -> list[str]:
     out = []
     for cls in policy.classes:
-        if cls.retries.attempts and ({"connect-failure", "reset"} & set(cls.retries.on)) not in (set(), {"connect-failure", "reset"}):
+        both = {"connect-failure", "reset"}
+        if cls.retries.attempts and (both & set(cls.retries.on)) not in (set(), both):
             out.append(f"class {cls.name}: NGINX's `error` covers connect failures and broken connections alike, "
                        "so an idempotent request is also retried after a reset")
         if cls.retries.attempts and "connect-failure" in cls.retries.on and "timeout" not in cls.retries.on:
@@ -85,7 +87,8 @@ class Options:
 
 @dataclass
 class Rendered:
-    http: str          # inside http {}: client address, limits, canary dice
+    http: str          # inside http {}: client address, limits, canary track
+    canary: str        # conf.d/canary.conf, included in http {}: the canary share
     tls: str           # inside http {} when TLS is on: protocols and ciphers
     upstreams: str     # one upstream per class (and its canary)
     routes: str        # one location per class path
@@ -135,21 +138,30 @@ def http_block(policy: Policy, opts: Options, *, canary: bool) -> str:
             d("limit_req_status", "429"), d("limit_conn_status", "429")]
     if canary:
         c = policy.canary
-        out += ["", f"    # Canary track: the A/B header or cookie ({c.ab_value}) always, else {c.share}% of requests.",
-                "    # Keyed on the request id: random per request, and the same for a retried one."]
-        if c.share > 0:
-            out.append('    split_clients "${lb_request_id}" $lb_canary_dice {')
-            out.append(d(f"{c.share}%", CANARY_SUFFIX, 8))
-            if c.share < 100:
-                out.append(d("*", '""', 8))
-            out.append("    }")
-        dice = "$lb_canary_dice" if c.share > 0 else '""'
+        out += ["", f"    # Canary track: the A/B header or cookie ({c.ab_value}) always, else the",
+                f"    # share of {CANARY_FILE} ($lb_canary_dice)."]
         header = "$http_" + c.ab_header.lower().replace("-", "_")
         out += [f"    map $cookie_{c.ab_cookie} $lb_ab_cookie {{", d(c.ab_value, CANARY_SUFFIX, 8),
-                d("default", dice, 8), "    }",
+                d("default", "$lb_canary_dice", 8), "    }",
                 f"    map {header} $lb_track {{", d(c.ab_value, CANARY_SUFFIX, 8),
                 d("default", "$lb_ab_cookie", 8), "    }"]
     return "\n".join(out)
+
+
+def canary_file(share: int, *, canary: bool = True) -> str:
+    """conf.d/canary.conf: the canary share alone, in a file of its own, so a
+    progressive rollout changes one checked file and reloads (automata-lb
+    writes it between converges with this same function)."""
+    if not canary:
+        return "# No canary servers on this edge: canary classes go to their stable pools.\n"
+    out = [f"# The canary share ({share}%), keyed on the request id: random per request, and",
+           "# the same for a retried one.  Rendered by traffic/nginx.py (canary_file).",
+           'split_clients "${lb_request_id}" $lb_canary_dice {']
+    if share > 0:
+        out.append(d(f"{share}%", CANARY_SUFFIX))
+    if share < 100:
+        out.append(d("*", '""'))
+    return "\n".join([*out, "}", ""])
 
 
 def tls_block(policy: Policy) -> str:
@@ -262,6 +274,7 @@ def render(policy: Policy, servers: list[Server], canary_servers: list[Server], 
         found.append("no canary servers: the canary share and A/B rule are not rendered, canary classes go to stable")
     rendered = Rendered(
         http=http_block(policy, opts, canary=canary) + "\n" + "\n".join(_comment(found)),
+        canary=canary_file(policy.canary.share, canary=canary),
         tls=tls_block(policy),
         upstreams=upstreams_block(policy, servers, canary_servers, opts),
         routes=routes_block(policy, canary=canary),

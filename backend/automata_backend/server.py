@@ -91,7 +91,7 @@ async def serve(backend: Backend, host: str, port: int, admin_host: str, admin_p
     # The AI pool is resolved before the first request can need it.
     await backend.start()
     servers = [asyncio.ensure_future(server.serve(sockets=[sock]))
-               for server, sock in zip((main, admin), sockets)]
+               for server, sock in zip((main, admin), sockets, strict=True)]
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait([*servers, stopping], return_when=asyncio.FIRST_COMPLETED)
     if not stop.is_set():  # a server ended on its own: it crashed

@@ -223,7 +223,7 @@ def test_killed_endpoint_is_ejected_and_returns_through_half_open(start_backend,
 
 
 def test_active_checks_take_out_an_endpoint_whose_healthz_fails_and_bring_it_back(trio, faults, lb_log):
-    a, b, c = trio
+    _a, _b, c = trio
     config = BalancerConfig(strategy="round_robin", health_interval=0.05, unhealthy_threshold=2)
 
     async def scenario():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 from collections import Counter
 
 import pytest
@@ -291,7 +292,7 @@ def test_no_endpoint_available_says_why_instead_of_trying():
         await lb.start()
         for e in lb.endpoints:
             e.breaker.failed(False, e.stamp)
-        with pytest.raises(NoEndpointAvailable, match="10.0.0.1:8000 open"):
+        with pytest.raises(NoEndpointAvailable, match=re.escape("10.0.0.1:8000 open")):
             await lb.request("GET", "/ai/x")
         await lb.aclose(0)
 

@@ -23,7 +23,7 @@ def test_a_change_and_its_undo_give_back_the_file_byte_for_byte(copy):
     original = (copy / GROUP_VARS).read_text()
     backends = inv.read(copy, "edge_backends")
     overrides = inv.read(copy, "traffic_policy_overrides")
-    inv.write(copy, {"edge_backends": backends + [{"name": "backend-4", "address": "10.77.7.24", "port": 8000}],
+    inv.write(copy, {"edge_backends": [*backends, {"name": "backend-4", "address": "10.77.7.24", "port": 8000}],
                      "traffic_policy_overrides": {**overrides, "canary": {"share": 25}}})
     changed = (copy / GROUP_VARS).read_text()
     assert "  - {name: backend-4, address: 10.77.7.24, port: 8000}\n" in changed

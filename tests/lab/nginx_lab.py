@@ -143,6 +143,11 @@ class LoadReport:
     resent_after_close: int = 0
     ws_messages: int = 0
     ws_failures: list[str] = field(default_factory=list)
+    # Every HTTP request: (time.time() when answered, X-Backend-Instance or "", status or error).
+    outcomes: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def between(self, start: float, end: float) -> list[tuple[float, str, str]]:
+        return [o for o in self.outcomes if start <= o[0] < end]
 
 
 class LoadGenerator:
@@ -191,10 +196,13 @@ class LoadGenerator:
                         retried = True
                         r = client.request(self.method, self.path, headers=headers)
                     problem = None if r.status_code == 200 else f"HTTP {r.status_code}"
+                    outcome = (time.time(), r.headers.get("x-backend-instance", ""), str(r.status_code))
                 except httpx.HTTPError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
+                    outcome = (time.time(), "", type(exc).__name__)
                 with self._lock:
                     self.report.requests += 1
+                    self.report.outcomes.append(outcome)
                     self.report.resent_after_close += retried
                     if problem:
                         self.report.failures.append(problem)
@@ -221,7 +229,7 @@ class LoadGenerator:
                         self.report.ws_messages += 1
                     i += 1
                     await asyncio.sleep(0.2)
-        except Exception as exc:  # every way a session can end early is a dropped WebSocket
+        except Exception as exc:  # noqa: BLE001 - every way a session can end early is a dropped WebSocket
             with self._lock:
                 self.report.ws_failures.append(f"websocket {n}: {type(exc).__name__}: {exc}")
             if self._ws_ready and not self._ws_ready.broken:

@@ -25,8 +25,8 @@ from traffic.model import deep_merge
 
 LOAD_CLIENTS = 4
 MAX_LOAD_SECONDS = 600  # hard stop for the load generator whatever happens
-# A TLS listener inside the node (reached at the node's address; the lab
-# publishes only the plain ports).
+# A TLS listener, reached here at the node's own address (the lab publishes
+# the lab inventory's 9443 on 127.0.0.1 too).
 TLS_PORT = 9443
 TLS_BINDS = [{"port": 8000}, {"port": TLS_PORT, "tls": True}]
 

@@ -61,7 +61,8 @@ def test_service_runs_with_the_nofile_limit(host, service):
 
 
 def test_host_global_sysctls_unchanged_by_the_lab(lab):
-    """The lab's nodes are privileged containers on this very kernel."""
+    """The lab's nodes are containers on the host's own kernel (unprivileged, but
+    a mistake in the role or the image could still reach host-global keys)."""
     before = json.loads(Path(lab["host_sysctls_before"]).read_text())
     assert before, "the lab recorded no host sysctls at `up`"
     assert read_host_sysctls() == before

@@ -87,9 +87,9 @@ def test_dead_backend_costs_no_request_and_gets_no_traffic_until_it_returns(edge
             time.sleep(5)
             starting = time.monotonic()
             podman("start", victim["container"])
-            # "Returns" = reachable from the edge node again.  A restarted lab
-            # container gets a new MAC address, and the node keeps sending to
-            # the old one until its ARP entry expires (up to ~50 s).
+            # "Returns" = reachable from the edge node again: the backend
+            # listening after its start (lab containers keep a fixed MAC, so
+            # the node's ARP entry stays valid).
             wait_for(lambda: edge1.run(
                 f"curl -sf --max-time 1 http://{victim['address']}:{victim['port']}/health").rc == 0, timeout=75)
             reachable = time.monotonic()

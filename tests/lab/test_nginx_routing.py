@@ -12,7 +12,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from nginx_lab import (DEFAULTS, access_log, https, instance, ips, node, spread,  # noqa: F401

@@ -22,7 +22,7 @@ def _lost(original, parsed, path="") -> list[str]:
     if isinstance(original, list):
         if not isinstance(parsed, list) or len(parsed) != len(original):
             return [path]
-        return [p for i, (a, b) in enumerate(zip(original, parsed)) for p in _lost(a, b, f"{path}[{i}]")]
+        return [p for i, (a, b) in enumerate(zip(original, parsed, strict=True)) for p in _lost(a, b, f"{path}[{i}]")]
     return [] if original == parsed else [path]
 
 

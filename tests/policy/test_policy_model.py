@@ -3,6 +3,7 @@ renderer runs; the API reads, changes and writes back a policy with validation."
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -64,9 +65,9 @@ def test_replace_returns_a_validated_copy():
     faster = policy.replace("classes.api.rate.per_second", 20)
     assert (faster.traffic_class("api").rate.per_second, policy.traffic_class("api").rate.per_second) == (20, 10)
     assert faster.replace("canary.share", 25).canary.share == 25
-    with pytest.raises(model.PolicyError, match="classes.api.rate.burst: must be >= 0"):
+    with pytest.raises(model.PolicyError, match=re.escape("classes.api.rate.burst: must be >= 0")):
         policy.replace("classes.api.rate.burst", -3)
-    with pytest.raises(model.PolicyError, match="classes.nope: unknown class"):
+    with pytest.raises(model.PolicyError, match=re.escape("classes.nope: unknown class")):
         policy.replace("classes.nope.rate.per_second", 3)
 
 
@@ -79,7 +80,7 @@ def test_edit_writes_one_value_back_keeping_the_comments(tmp_path):
     after = path.read_text()
     assert model.load(path).traffic_class("auth").rate.per_second == 7
     # Every comment line survives; only the edited line differs.
-    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=False) if a != b]
     assert len(before.splitlines()) == len(after.splitlines())
     assert len(changed) == 1 and "per_second: 7" in changed[0][1]
 
@@ -88,7 +89,7 @@ def test_a_refused_edit_leaves_the_file_untouched(tmp_path):
     path = tmp_path / "policy.yml"
     shutil.copy(model.POLICY_FILE, path)
     before = path.read_text()
-    with pytest.raises(model.PolicyError, match="canary.share"):
+    with pytest.raises(model.PolicyError, match=re.escape("canary.share")):
         model.edit("canary.share", 150, path)
     assert path.read_text() == before
 

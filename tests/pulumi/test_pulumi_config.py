@@ -101,5 +101,5 @@ def test_a_duplicate_urn_is_refused():
         for _ in range(2):
             k8s.core.v1.ConfigMap("same", metadata={"name": "same"})
 
-    with pytest.raises(ValueError, match="duplicate resource URN .*ConfigMap::same"):
+    with pytest.raises(ValueError, match=r"duplicate resource URN .*ConfigMap::same"):
         offline.execute(program, "dev", offline.stack_config("dev"))

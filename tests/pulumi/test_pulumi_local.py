@@ -1,4 +1,4 @@
-"""The `local` stack (pulumi-docker): the spec's Compose environment, proven
+"""The `local` stack (pulumi-docker): the Compose-style environment, proven
 with the same mocks; the generated proxy and Prometheus configs are checked
 by the real haproxy and promtool binaries where they are installed."""
 

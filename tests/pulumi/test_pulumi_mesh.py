@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 import pytest
 from manifest_helpers import objects
 
-from infra import mesh, naming, offline
+from infra import naming, offline
 from infra.mesh_install import CHART_REPOSITORY, ISTIO_VERSION, TRACING_PROVIDER
 
 MESH_STACKS = ["staging", "prod"]
@@ -179,7 +179,7 @@ def _diff(a, b, path=""):
         for key in a.keys() | b.keys():
             yield from _diff(a.get(key), b.get(key), f"{path}.{key}")
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for index, (x, y) in enumerate(zip(a, b)):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
             yield from _diff(x, y, f"{path}[{index}]")
     elif a != b:
         yield path

@@ -141,7 +141,7 @@ def test_pods_spread_over_zones_and_strictly_over_nodes_in_prod(records):
 def test_each_workload_runs_as_its_own_service_account(records):
     prod = records("prod")
     accounts = objects(prod, "ServiceAccount")
-    for name, deployment in objects(prod, "Deployment").items():
+    for deployment in objects(prod, "Deployment").values():
         sa = deployment["spec"]["template"]["spec"]["serviceAccountName"]
         assert sa in accounts and accounts[sa]["automountServiceAccountToken"] is False
 

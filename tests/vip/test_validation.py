@@ -3,9 +3,10 @@ and its message names the host and the variable.
 
 Most cases run in one ansible-playbook run (validate_role.yml): each case is
 an inventory group of two hosts of its own, so one run checks them all (a
-run of the whole validation play takes ~10 s).  Then the validation play of
-playbooks/edge.yml itself: it stops every host on a bad value with nothing
-changed, and leaves hosts without addresses alone.
+run of the whole validation play takes ~10 s).  Then the validation play
+itself (playbooks/validate.yml, which playbooks/edge.yml imports first): it
+stops every host on a bad value with nothing changed, and leaves hosts
+without addresses alone.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vipkit import BASE_VARS, HOSTS, VIP, run, validation_play, vip_vars, write_inventory
+from vipkit import BASE_VARS, HOSTS, VALIDATE, VIP, run, vip_vars, write_inventory
 
 VALIDATE_ROLE = Path(__file__).with_name("validate_role.yml")
 
@@ -121,11 +122,11 @@ def test_password_never_appears_in_the_output(cases, case_groups):
 
 
 def test_the_edge_playbook_stops_every_host_before_any_change(tmp_path):
-    # edge-b alone is wrong (a priority it shares with edge-a); the first
-    # play of playbooks/edge.yml refuses the inventory for both hosts, and
+    # edge-b alone is wrong (a priority it shares with edge-a); the
+    # validation play refuses the inventory for both hosts, and
     # nothing has run that could change them.
     inventory = write_inventory(tmp_path, vip_vars(), {"edge-b": {"edge_vip_priority": 200}})
-    result = run(validation_play(tmp_path), inventory)
+    result = run(VALIDATE, inventory)
     assert result.rc != 0
     assert set(result.failed) == {"edge-a", "edge-b"}, result.failed
     assert all("edge_vip_priority" in f["msg"] for f in result.failed.values()), result.failed
@@ -136,6 +137,6 @@ def test_the_edge_playbook_leaves_hosts_without_addresses_alone(tmp_path):
     # No address in the inventory: edge_vip's variables are not even looked
     # at (a router id of 999 would be refused), the other roles' are.
     inventory = write_inventory(tmp_path, {"edge_vip_virtual_router_id": 999})
-    result = run(validation_play(tmp_path), inventory)
+    result = run(VALIDATE, inventory)
     assert result.rc == 0, result.failed or result.output[-3000:]
     assert set(result.stats) == set(HOSTS) and result.changed == 0

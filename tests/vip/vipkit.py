@@ -20,6 +20,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "edge.yml"
+# The validation play edge.yml imports first; it changes nothing.
+VALIDATE = ROOT / "playbooks" / "validate.yml"
 # Runs a role's validate and config tasks on this machine (connection local).
 RENDER = ROOT / "bench" / "render.yml"
 CALLBACKS = Path(__file__).with_name("callback_plugins")
@@ -98,17 +100,6 @@ def run(playbook: Path, inventory: Path, extra_vars: dict | None = None, *, limi
         data = json.loads(results.read_text()) if results.exists() else {}
     return Run(proc.returncode, proc.stdout + proc.stderr, data.get("stats", {}), data.get("failed", {}),
                data.get("changed_tasks", {}))
-
-
-def validation_play(directory: Path) -> Path:
-    """playbooks/edge.yml's first play (validate the inventory) alone, as a
-    playbook: the plays after it would change the machine the tests run on."""
-    plays = yaml.safe_load(PLAYBOOK.read_text())
-    first = plays[0]
-    assert first["name"] == "Validate the inventory", first["name"]
-    path = directory / "validate.yml"
-    path.write_text(yaml.safe_dump([first], sort_keys=False))
-    return path
 
 
 def render(directory: Path, variables: dict, host_vars: dict | None = None) -> Run:

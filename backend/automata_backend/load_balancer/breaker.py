@@ -21,8 +21,15 @@ STATES = (CLOSED, OPEN, HALF_OPEN)
 
 
 class Breaker:
-    __slots__ = ("failure_threshold", "recovery_timeout", "state", "consecutive_failures",
-                 "opened_at", "trial_running", "_on_change")
+    __slots__ = (
+        "_on_change",
+        "consecutive_failures",
+        "failure_threshold",
+        "opened_at",
+        "recovery_timeout",
+        "state",
+        "trial_running",
+    )
 
     def __init__(self, failure_threshold: int, recovery_timeout: float,
                  on_change: Callable[[str, str], None] | None = None) -> None:

@@ -47,8 +47,21 @@ class Address:
 class Endpoint:
     """Mutable state of one endpoint, read on every pick, so plain slots."""
 
-    __slots__ = ("address", "name", "client", "breaker", "healthy", "removing", "inflight",
-                 "ewma", "stamp", "decay", "check_failures", "check_successes", "children")
+    __slots__ = (
+        "address",
+        "breaker",
+        "check_failures",
+        "check_successes",
+        "children",
+        "client",
+        "decay",
+        "ewma",
+        "healthy",
+        "inflight",
+        "name",
+        "removing",
+        "stamp",
+    )
 
     def __init__(self, address: Address, client: httpx.AsyncClient, breaker: Breaker,
                  decay: float, now: float) -> None:

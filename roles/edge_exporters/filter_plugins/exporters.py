@@ -1,5 +1,6 @@
 """Filters for the exporters: the traffic classes NGINX's log is counted by,
-and what the load balancers serve turned into textfile metrics."""
+and what the load balancers serve turned into textfile metrics; and the
+role's variables typed by its argument spec (rolekit/typed.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from pathlib import Path
 from ansible.errors import AnsibleFilterError
 from cryptography import x509
 
-# The traffic policy's package, imported by path as the load-balancer roles do
+# The repository's packages, imported by path as the load-balancer roles do
 # (docs/decisions.md, D5).
 _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from rolekit import typed  # noqa: E402
 from traffic import model  # noqa: E402
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -80,4 +82,5 @@ class FilterModule:
             "edge_exporters_classes_problem": classes_problem,
             "edge_exporters_not_after": not_after,
             "edge_exporters_nginx_capacity": nginx_capacity,
+            "edge_exporters_typed": typed.for_role(__file__),
         }

@@ -2,6 +2,8 @@
 
 Imports the repository's `traffic` package by path, as nginx_lb's plugin
 does, so both load balancers render the one model (docs/decisions.md, D5).
+`haproxy_lb_typed` is the role's variables typed by its argument spec
+(rolekit/typed.py, D6).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from rolekit import typed  # noqa: E402
 from traffic import haproxy, model  # noqa: E402
 
 
@@ -45,4 +48,4 @@ def render(policy_file: str, overrides: dict | None, servers: list, canary_serve
 class FilterModule:
     def filters(self) -> dict:
         return {"haproxy_lb_policy_problem": model.problem, "haproxy_lb_policy": render,
-                "haproxy_lb_policy_classes": classes}
+                "haproxy_lb_policy_classes": classes, "haproxy_lb_typed": typed.for_role(__file__)}

@@ -1,6 +1,18 @@
-"""Filters that keep the sysctl logic out of templates and task conditionals."""
+"""Filters that keep the sysctl logic out of templates and task conditionals,
+and `kernel_tuning_typed`: the role's variables typed by its argument spec."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# rolekit is the repository's, imported by path as the other roles import
+# the traffic package (docs/decisions.md, D5 and D6).
+_ROOT = str(Path(__file__).resolve().parents[3])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from rolekit import typed  # noqa: E402
 
 
 def _normalise(value) -> str:
@@ -39,4 +51,5 @@ class FilterModule:
         return {
             "kernel_tuning_scoped": kernel_tuning_scoped,
             "kernel_tuning_drift": kernel_tuning_drift,
+            "kernel_tuning_typed": typed.for_role(__file__),
         }

@@ -3,7 +3,8 @@
 The model and its renderer live in the repository's `traffic` package, which
 Pulumi imports too; this plugin imports it by path (the role sits at
 roles/nginx_lb in the same checkout), so the edge and the mesh render the one
-model with one piece of code (docs/decisions.md, D5).
+model with one piece of code (docs/decisions.md, D5).  `nginx_lb_typed` is the
+role's variables typed by its argument spec (rolekit/typed.py, D6).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from rolekit import typed  # noqa: E402
 from traffic import model, nginx  # noqa: E402
 
 
@@ -45,4 +47,4 @@ def render(policy_file: str, overrides: dict | None, servers: list, canary_serve
 class FilterModule:
     def filters(self) -> dict:
         return {"nginx_lb_policy_problem": model.problem, "nginx_lb_policy": render,
-                "nginx_lb_policy_classes": classes}
+                "nginx_lb_policy_classes": classes, "nginx_lb_typed": typed.for_role(__file__)}
