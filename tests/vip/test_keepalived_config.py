@@ -10,6 +10,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,9 +23,10 @@ class _LoadBalancer(BaseHTTPRequestHandler):
     answers, "drop" closes the connection without an answer (a crashed or
     stopped process)."""
 
-    statuses: dict[str, int | str] = {}
+    # Shared by every handler instance: http.server makes one per request.
+    statuses: ClassVar[dict[str, int | str]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name for it
         status = self.statuses.get(self.path, 404)
         if status == "hang":
             time.sleep(5)

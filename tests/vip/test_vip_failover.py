@@ -24,8 +24,8 @@ import pytest
 if os.environ.get("AUTOMATA_VIP_LAB") != "1":
     pytest.skip("the failover experiment is opt-in: AUTOMATA_VIP_LAB=1", allow_module_level=True)
 
-from vipkit import ROOT  # noqa: E402
-from viplab import EDGES, PREFIX, Prober, VipLab, container, now, podman, sh, wait_until  # noqa: E402
+from vipkit import ROOT
+from viplab import EDGES, PREFIX, Prober, VipLab, container, now, podman, sh, wait_until
 
 MEASURED: dict[str, float | str] = {}
 # Health check: interval 1 s, fall 2 (role defaults); advertisements every 1 s.

@@ -11,6 +11,7 @@ AUTOMATA_VIP_SUBNET (default 10.78.9.0/24).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import secrets
@@ -19,7 +20,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lab import images, topology
@@ -87,7 +88,7 @@ class Node:
         for line in sh(self.name, "cat /run/vip-monitor.log").splitlines():
             if f" {VIP}/" not in line or not line.startswith("["):
                 continue
-            stamp = datetime.fromisoformat(line[1:line.index("]")]).replace(tzinfo=timezone.utc).timestamp()
+            stamp = datetime.fromisoformat(line[1:line.index("]")]).replace(tzinfo=UTC).timestamp()
             events.append((stamp, "deleted" if "Deleted" in line else "added"))
         return events
 
@@ -180,7 +181,7 @@ class VipLab:
                "--port", "8000", "--admin-host", "0.0.0.0", "--admin-port", "9000")
         for address in [*EDGES.values(), BACKEND[1]]:
             port = 8000 if address == BACKEND[1] else 22
-            wait_for(lambda: _listening(address, port), 60, f"{address}:{port}", interval=0.2)
+            wait_for(functools.partial(_listening, address, port), 60, f"{address}:{port}", interval=0.2)
 
     def down(self) -> None:
         names = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout.split()
