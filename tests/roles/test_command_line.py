@@ -4,9 +4,10 @@ variable and the type named before anything changes (docs/decisions.md, D6).
 
 The validation play of playbooks/edge.yml runs on one host with
 ansible_connection=local (tests/roles/typed.yml, which then writes every
-role's typed variables and the exporter files); the load balancers'
-configurations are rendered by their own config tasks (bench/render.py),
-which pass them through `nginx -t` and `haproxy -c` on the way.
+role's typed variables and the exporter files); the load balancers' and
+keepalived's configurations are rendered by their own config tasks
+(bench/render.py), which pass them through `nginx -t`, `haproxy -c` and
+`keepalived -t` on the way.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(__file__).with_name("typed.yml")
 SERVERS = [{"name": "backend-1", "address": "127.0.0.1", "port": 8000}]
 CANARY = [{"name": "canary-1", "address": "127.0.0.1", "port": 8001}]
+# What a group with a floating address declares (roles/edge_vip runs only there).
+VIP = {"edge_vip_addresses": ["192.0.2.100/24"], "edge_vip_unicast_address": "192.0.2.11"}
 
 # A number, a boolean and a list for each role, as an operator types them.
 # edge_exporters declares no boolean.
@@ -46,6 +49,8 @@ GIVEN = {
                    "haproxy_lb_client_max_connections=0"],
     "edge_exporters": ["edge_exporters_node_port=9200", "edge_exporters_latency_buckets=0.1,0.5,1",
                        "edge_exporters_node_collectors=cpu,textfile"],
+    "edge_vip": ["edge_vip_virtual_router_id=77", "edge_vip_preempt=true", "edge_vip_manage_service=false",
+                 "edge_vip_addresses=192.0.2.100/24,192.0.2.101/24"],
 }
 
 
@@ -76,7 +81,8 @@ def validate(tmp_path_factory, tls):
         "hosts": {"edge-test": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
         "vars": {"edge_backends": SERVERS, "edge_canary_backends": CANARY,
                  "nginx_lb_tls_certificate": tls["certificate"], "nginx_lb_tls_key": tls["key"],
-                 "haproxy_lb_stats_password": secrets.token_urlsafe(18)}}}}}))
+                 "haproxy_lb_stats_password": secrets.token_urlsafe(18),
+                 "edge_vip_auth_pass": secrets.token_urlsafe(6), **VIP}}}}}))
 
     def run(*overrides: str) -> Run:
         out = tmp_path_factory.mktemp("out")
@@ -106,6 +112,29 @@ def _filter_plugin(role: str, module: str):
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
     return plugin
+
+
+def _keepalived_blocks(text: str) -> dict[str, list]:
+    """keepalived.conf as {block header: [its lines' words, nested blocks as
+    (header, [...])]}, top-level blocks only keyed; comments dropped."""
+    top: dict[str, list] = {}
+    stack: list[list] = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if words[-1] == "{":
+            block: list = []
+            if stack:
+                stack[-1].append((" ".join(words[:-1]), block))
+            else:
+                top[" ".join(words[:-1])] = block
+            stack.append(block)
+        elif words == ["}"]:
+            stack.pop()
+        else:
+            stack[-1].append(words)
+    return top
 
 
 def _directives(tree: list[dict], name: str) -> list[list[str]]:
@@ -197,6 +226,28 @@ def test_edge_exporters_use_command_line_values_as_declared(accepted):
     assert "buckets 0.1, 0.5, 1.0\n" in program.read_text()
 
 
+def test_edge_vip_uses_command_line_values_as_declared(accepted, tmp_path):
+    typed = accepted.typed["edge_vip"]
+    assert type(typed["virtual_router_id"]) is int and typed["virtual_router_id"] == 77
+    assert typed["preempt"] is True and typed["manage_service"] is False
+    assert typed["addresses"] == ["192.0.2.100/24", "192.0.2.101/24"]
+    assert "auth_pass" not in typed
+    # The same values through the role's own config tasks (keepalived -t
+    # included; with manage_service "false" taken for true the reload handler
+    # would run).
+    config = tmp_path / "keepalived"
+    render_role("edge_vip", config, {
+        "edge_vip_config_dir": str(config), "edge_vip_state_file": str(tmp_path / "state"),
+        "edge_vip_textfile_dir": "", "edge_vip_group": "all", "edge_vip_auth_pass": secrets.token_urlsafe(6), **VIP,
+    }, GIVEN["edge_vip"])
+    instance = _keepalived_blocks((config / "keepalived.conf").read_text())["vrrp_instance edge_vip"]
+    assert ["virtual_router_id", "77"] in instance
+    # "true" is true: a delay before taking the addresses back, not nopreempt.
+    assert ["preempt_delay", "60"] in instance and ["nopreempt"] not in instance
+    assert dict(item for item in instance if isinstance(item, tuple))["virtual_ipaddress"] == [
+        ["192.0.2.100/24", "dev", "eth0"], ["192.0.2.101/24", "dev", "eth0"]]
+
+
 @pytest.mark.parametrize(("given", "named"), [
     ("kernel_tuning_nofile=lots", ["kernel_tuning_nofile", "int"]),
     ("kernel_tuning_apply_global=maybe", ["kernel_tuning_apply_global", "bool"]),
@@ -205,9 +256,14 @@ def test_edge_exporters_use_command_line_values_as_declared(accepted):
     ("nginx_lb_deny_cidrs=[10.0.0.0/8]", ["nginx_lb_deny_cidrs", "list", "comma-separated"]),
     ("haproxy_lb_nbthread=two", ["haproxy_lb_nbthread", "int"]),
     ("edge_exporters_latency_buckets=0.1,slow", ["edge_exporters_latency_buckets", "float"]),
+    ("edge_vip_virtual_router_id=fifty", ["edge_vip_virtual_router_id", "int"]),
+    ("edge_vip_preempt=sometimes", ["edge_vip_preempt", "bool"]),
+    ("edge_vip_addresses=[192.0.2.100/24]", ["edge_vip_addresses", "list", "comma-separated"]),
     # Removed with the traffic policy: refused rather than silently ignored.
     ("nginx_lb_conn_limit_per_ip=50", ["nginx_lb_conn_limit_per_ip", "not a variable of role nginx_lb"]),
     ("haproxy_lb_canary_percent=25", ["haproxy_lb_canary_percent", "not a variable of role haproxy_lb"]),
+    # A misspelt name: refused, not left at its default.
+    ("edge_vip_adress=192.0.2.100/24", ["edge_vip_adress", "not a variable of role edge_vip"]),
 ])
 def test_a_bad_command_line_value_is_refused_by_name_before_anything_changes(validate, given, named):
     run = validate(given)

@@ -1,5 +1,5 @@
 """What text from the command line becomes in a role's typed view
-(rolekit/typed.py, docs/decisions.md D6), on nginx_lb's real argument spec."""
+(rolekit/typed.py, docs/decisions.md D6), on the roles' real argument specs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from ansible.errors import AnsibleFilterError
 
 from rolekit.typed import typed_view
 
-NGINX = Path(__file__).resolve().parents[2] / "roles" / "nginx_lb"
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+NGINX = ROLES / "nginx_lb"
 
 
 @pytest.mark.parametrize(("name", "given", "typed"), [
@@ -40,3 +41,10 @@ def test_text_becomes_the_declared_type(name, given, typed):
 def test_what_cannot_be_typed_is_refused_by_name(values, message):
     with pytest.raises(AnsibleFilterError, match=re.escape(message)):
         typed_view(values, NGINX)
+
+
+def test_a_secret_stays_out_of_the_view():
+    # no_log options (haproxy_lb's stats password, edge_vip's VRRP password):
+    # set_fact prints the view at -v, so the role reads them by name.
+    given = {"edge_vip_auth_pass": "Zq8rT2mW", "edge_vip_advert_int": "2"}
+    assert typed_view(given, ROLES / "edge_vip") == {"advert_int": 2}

@@ -81,19 +81,21 @@ def write_inventory(directory: Path, group_vars: dict, host_vars: dict | None = 
 
 
 def run(playbook: Path, inventory: Path, extra_vars: dict | None = None, *, limit: str | None = None,
-        timeout: float = 180) -> Run:
+        timeout: float = 180, verbose: bool = False) -> Run:
     """ansible-playbook with our inventory; the outcome read through the
-    vip_results callback."""
-    with tempfile.TemporaryDirectory(prefix="h16-vip-run-") as tmp:
+    vip_results callback.  verbose: -v, which prints every task's result
+    (set_fact's facts included) in `output`."""
+    with tempfile.TemporaryDirectory(prefix="vip-run-") as tmp:
         results = Path(tmp) / "results.json"
-        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)]
+        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *(["-v"] if verbose else [])]
         if extra_vars:
             vars_file = Path(tmp) / "extra.json"
             vars_file.write_text(json.dumps(extra_vars))
             cmd += ["-e", f"@{vars_file}"]
         if limit:
             cmd += ["--limit", limit]
-        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
+        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+               "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
                "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS), "ANSIBLE_CALLBACKS_ENABLED": "vip_results",
                "AUTOMATA_VIP_RESULTS": str(results)}
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -5,15 +5,36 @@ ansible.utils is installed on the controllers).
 A host's role defaults are not visible in another host's `hostvars`, so
 whatever must agree across the group (peer addresses, priorities) is worked
 out here from the inventory, with the same fallbacks the defaults use.
+Values read there, or from another role's variables, are typed as their
+role's argument spec declares them, as the role's own are: `edge_vip_typed`
+(rolekit/typed.py, docs/decisions.md D6).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import sys
+from pathlib import Path
+
+from ansible.errors import AnsibleFilterError
+
+_ROLES = Path(__file__).resolve().parents[2]
+_ROOT = str(_ROLES.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from rolekit import typed  # noqa: E402
 
 # Priorities by inventory order: the first host of the group gets the highest.
 _FIRST_PRIORITY = 200
 _PRIORITY_STEP = 10
+
+
+def _as_declared(role: str, name: str, value):
+    """`value` typed as role `role` declares variable `name`; no_log
+    variables (the VRRP password) as given."""
+    return typed.typed_view({name: value}, _ROLES / role).get(name.removeprefix(f"{role}_"), value)
 
 
 def _voters(hosts: list, hostvars) -> list[str]:
@@ -39,23 +60,28 @@ def members(hosts: list, hostvars) -> list[dict]:
         priority = hv.get("edge_vip_priority")
         if priority is None:
             priority = default_priority(hosts, hostvars, name)
-        try:
-            priority = int(priority)
-        except (TypeError, ValueError):
-            pass  # left as given: the priority check names it
+        # Left as given when it is no number: the priority check names it.
+        with contextlib.suppress(AnsibleFilterError):
+            priority = _as_declared("edge_vip", "edge_vip_priority", priority)
         found.append({"name": name, "address": str(address), "priority": priority})
     return found
 
 
 def disagreements(hosts: list, hostvars, own: dict) -> list[str]:
     """'variable (host)' for every group-wide variable another host of the
-    group sets, in the inventory, to a value other than this host's.  Values
-    are never returned (one of them is the VRRP password)."""
+    group sets, in the inventory, to a value other than this host's (`own`:
+    typed).  Values are never returned (one of them is the VRRP password)."""
     found = []
     for name in _voters(hosts, hostvars):
         hv = hostvars[name]
         for key, value in own.items():
-            if key in hv and hv[key] != value:
+            if key not in hv:
+                continue
+            try:
+                theirs = _as_declared("edge_vip", key, hv[key])
+            except AnsibleFilterError:
+                theirs = None  # cannot be typed: cannot be the same
+            if theirs != value:
                 found.append(f"{key} ({name})")
     return found
 
@@ -108,11 +134,19 @@ def local_url(address: str, port, path: str) -> str:
 
 
 def haproxy_url(binds: list, path: str) -> str:
-    """The monitor URI on HAProxy's first plain-HTTP listener."""
-    plain = [b for b in binds if not b.get("tls")]
+    """The monitor URI on HAProxy's first plain-HTTP listener (`binds`:
+    haproxy_lb_binds)."""
+    plain = [b for b in _as_declared("haproxy_lb", "haproxy_lb_binds", binds) if not b.get("tls")]
     if not plain:
         return ""  # refused by tasks/validate.yml, which names haproxy_lb_binds
     return local_url(plain[0].get("address", "*"), plain[0]["port"], path)
+
+
+def sysctl_is_on(overrides, key: str) -> bool:
+    """Whether kernel_tuning_sysctl_overrides (a dict, or `k=v` text from the
+    command line) sets `key` to 1."""
+    overrides = _as_declared("kernel_tuning", "kernel_tuning_sysctl_overrides", overrides)
+    return str(overrides.get(key, "")).strip() == "1"
 
 
 class FilterModule:
@@ -126,4 +160,6 @@ class FilterModule:
             "edge_vip_hosts": hosts_of,
             "edge_vip_local_url": local_url,
             "edge_vip_haproxy_url": haproxy_url,
+            "edge_vip_sysctl_is_on": sysctl_is_on,
+            "edge_vip_typed": typed.for_role(__file__),
         }
