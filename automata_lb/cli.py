@@ -44,7 +44,8 @@ OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
 app = typer.Typer(name="automata-lb", help=__doc__, no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
 out = Console()
-err = Console(stderr=True)
+# Errors are read by scripts as much as by people: one line each, never wrapped.
+err = Console(stderr=True, soft_wrap=True)
 
 
 class State:
