@@ -854,7 +854,7 @@ def rollback(dry_run: DryRun = False, yes: Yes = False) -> None:
     if not entry:
         err.print(f"automata-lb: nothing to roll back on {target.name}")
         raise typer.Exit(FAILED)
-    if "canary_share" in entry["before"]:  # a weight change on an inventory's nodes
+    if target.kind == "inventory" and set(entry["before"]) == {"canary_share"}:  # a weight change on VMs
         share = entry["before"]["canary_share"]
         out.print(f"rolling back `{entry['command']}`: canary weight -> {share}% on every node")
         if dry_run or share is None:
