@@ -10,10 +10,15 @@ after the inventory says the same, so the next converge changes nothing.
 
 from __future__ import annotations
 
+import copy
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from traffic import model
+from traffic import nginx as nginx_render
+
+from . import inventory
 from .targets import EdgeNode, Target, TargetError
 
 PROBE = Path(__file__).with_name("probe.py").read_text()
@@ -53,8 +58,6 @@ def set_canary_share(target: Target, share: int) -> dict[str, dict]:
     """Every node's NGINX and HAProxy send `share` percent of canary-class
     requests to the canary (share.py); {node: {"haproxy": N, "nginx": how}}.
     Raises when a node refused, after every node was tried."""
-    from traffic import nginx as nginx_render
-
     args = {"share": share, "nginx_file": nginx_render.canary_file(share), "nginx_conf_dir": NGINX_CONF_DIR,
             "nginx_staging_dir": NGINX_STAGING_DIR, "haproxy_config": HAPROXY_CONFIG,
             "haproxy_socket": ADMIN_SOCKET}
@@ -83,12 +86,6 @@ def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:
     """The inventory's canary share (traffic_policy_overrides.canary.share,
     comments kept), then the same on every node: a converge afterwards
     changes nothing."""
-    import copy
-
-    from traffic import model
-
-    from . import inventory
-
     overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
     if model.load(overrides=overrides).canary.share != weight:
         wanted = copy.deepcopy(overrides)

@@ -43,6 +43,7 @@ def read(path):
 
 
 def runtime(command):
+    # probe.py has the same few lines: each script travels to the node alone.
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)
         s.connect(ARGS["haproxy_socket"])
