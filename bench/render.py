@@ -68,7 +68,10 @@ def render_role(role: str, dest: Path, variables: dict, command_line: tuple[str,
 
 def haproxy(dest: Path, port: int, backend_port: int, stats_port: int, overrides: dict | None = None) -> Path:
     """Render roles/haproxy_lb for the benchmark; return the haproxy.cfg path."""
+    # Canary pools keep the stable servers as backups, so the two lists need
+    # distinct names even though both point at the one static backend.
     static = [{"name": "static", "address": "127.0.0.1", "port": backend_port}]
+    static_canary = [{"name": "static-canary", "address": "127.0.0.1", "port": backend_port}]
     render_role("haproxy_lb", dest, {
         "haproxy_lb_manage_service": False,
         "haproxy_lb_config_dir": str(dest),
@@ -85,7 +88,7 @@ def haproxy(dest: Path, port: int, backend_port: int, stats_port: int, overrides
         # Throwaway: the stats page lives as long as this run.
         "haproxy_lb_stats_password": secrets.token_urlsafe(18),
         "haproxy_lb_stable_servers": static,
-        "haproxy_lb_canary_servers": static,
+        "haproxy_lb_canary_servers": static_canary,
         "traffic_policy_overrides": _unreachable_limits(),
     } | _own("haproxy_lb", overrides) | _own("traffic", overrides))
     return dest / "haproxy.cfg"

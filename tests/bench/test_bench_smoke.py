@@ -11,10 +11,10 @@ import shutil
 
 import pytest
 
-from bench import capacity
+from bench import capacity, render
 from bench.load import LoadSettings
 from bench.run import measure, probe
-from bench.servers import Server, fill_template, nginx_argv
+from bench.servers import Server, fill_template, haproxy_argv, nginx_argv
 
 pytestmark = pytest.mark.skipif(not (shutil.which("nginx") and shutil.which("wrk")),
                                 reason="needs the nginx and wrk binaries (Debian packages nginx, wrk)")
@@ -45,6 +45,22 @@ def test_the_capacity_client_holds_and_reuses_its_connections(backend):
     result = capacity.hold(PORT, 50)
     assert result.ok, result.errors
     assert result.held == 50
+
+
+@pytest.mark.parametrize("lb", ["nginx", "haproxy"])
+def test_the_roles_render_configs_that_start_and_proxy(lb, backend, tmp_path):
+    # The "ours" columns are rendered by the roles: a role change that the
+    # benchmark's substitutions break (two servers of one pool with the same
+    # name, say) must fail here, not on the day the numbers are needed.
+    if lb == "haproxy" and not shutil.which("haproxy"):
+        pytest.skip("needs the haproxy binary")
+    port = PORT + 10
+    if lb == "nginx":
+        argv = nginx_argv(render.nginx(tmp_path / "ours", port, PORT, status_port=port + 1))
+    else:
+        argv = haproxy_argv(render.haproxy(tmp_path / "ours", port, PORT, stats_port=port + 1))
+    with Server(f"{lb}-ours", argv, port, tmp_path):
+        probe(port, "/api/")
 
 
 def test_stopping_a_server_leaves_none_of_its_processes(tmp_path):
