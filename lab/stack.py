@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import ipaddress
 import json
 import secrets
 import shutil
@@ -12,6 +14,10 @@ import time
 from pathlib import Path
 
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import images, monitoring, topology
 from .podman import exists, inspect, podman
@@ -26,6 +32,7 @@ SECRETS = STATE / "secrets"
 PROMETHEUS_DIR = STATE / "prometheus"
 RELEASES = STATE / "releases.json"
 STATS_USER = "admin"
+CERT_LIFETIME = datetime.timedelta(days=365)
 LABEL = f"{topology.PREFIX}=1"
 SPEC_LABEL = f"{topology.PREFIX}.spec"
 
@@ -59,26 +66,84 @@ def _ensure_secrets() -> None:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "automata-lab",
                         "-f", str(SSH_KEY)], check=True)
     PKI.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not (PKI / "server.pem").exists():
+    names = ["localhost", "127.0.0.1", "::1", "edge.automata.test", topology.EDGE_VIP,
+             *(e.name for e in topology.EDGES), *(e.address for e in topology.EDGES)]
+    if not _certificate_current(PKI / "server.pem", names):
         ca = trustme.CA(organization_name="Automata lab (throwaway)")
-        names = ["localhost", "127.0.0.1", "::1", "edge.automata.test",
-                 *(e.name for e in topology.EDGES), *(e.address for e in topology.EDGES)]
-        cert = ca.issue_cert(*names)
         ca.cert_pem.write_to_path(str(PKI / "ca.pem"))
-        cert.private_key_pem.write_to_path(str(PKI / "server.key"))
-        # Leaf first, then the chain, as NGINX and HAProxy expect.
-        with open(PKI / "server.pem", "wb") as f:
-            for blob in cert.cert_chain_pems:
-                f.write(blob.bytes())
+        key, leaf = _issue_leaf(ca, names)
+        (PKI / "server.key").write_bytes(key)
+        # The leaf alone: the CA signs it directly, and clients hold the CA (ca.pem).
+        (PKI / "server.pem").write_bytes(leaf)
         (PKI / "server.key").chmod(0o600)
     SECRETS.mkdir(parents=True, exist_ok=True, mode=0o700)
-    password = SECRETS / "haproxy_stats_password"
-    if not password.exists():
-        password.write_text(secrets.token_urlsafe(18))
-        password.chmod(0o600)
+    for name, length in (("haproxy_stats_password", 18), ("vrrp_auth_pass", 6)):
+        # token_urlsafe(6) is 8 characters: VRRPv2's PASS holds exactly 8.
+        path = SECRETS / name
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(length))
+            path.chmod(0o600)
     snapshot = STATE / "host-sysctls.json"
     if not snapshot.exists():
         snapshot.write_text(json.dumps(read_host_sysctls(), indent=2))
+
+
+def _issue_leaf(ca: trustme.CA, names: list[str]) -> tuple[bytes, bytes]:
+    """The edge certificate, signed by the lab's CA: (key PEM, certificate PEM).
+
+    Not trustme's own leaf: it lives a thousand years and marks its
+    subjectAltName critical next to a non-empty subject, and path validators
+    as strict as a TLS scanner's (RFC 5280) refuse both.  This one is what a
+    public CA issues: a year, ECDSA P-256, SHA-256, serverAuth."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)  # clock skew
+    alt_names = [x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n) for n in names]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge.automata.test")]))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + CERT_LIFETIME)
+            .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _certificate_current(path: Path, names: list[str]) -> bool:
+    """The lab's edge certificate exists, names every lab address and has
+    more than a month left; otherwise `up` issues a new one."""
+    if not path.exists():
+        return False
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    san_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    if san_ext.critical:
+        return False  # trustme's own leaf, from before (see _issue_leaf)
+    san = san_ext.value
+    held = {str(n) for n in san.get_values_for_type(x509.DNSName)}
+    held |= {str(n) for n in san.get_values_for_type(x509.IPAddress)}
+    remaining = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return set(names) <= held and remaining > datetime.timedelta(days=30) and lifetime <= CERT_LIFETIME
 
 
 def _ensure_network() -> None:
@@ -115,10 +180,12 @@ def _ensure_edge(edge: topology.Edge, image: str) -> None:
     # then raises the host's fs.file-max at boot. CAP_SYS_ADMIN is enough for
     # the mount namespacing of HAProxy's unit; /proc/sys/net is made writable
     # inside the node (images/node/files/lab-proc-sys-net.service).
+    # keepalived needs NET_ADMIN to add the floating address and NET_RAW for
+    # VRRP and gratuitous ARP; both act on the node's own network namespace.
     _ensure_container(topology.container_name(edge.name), (
         "--hostname", edge.name, "--network", topology.NETWORK, "--ip", edge.address,
         "--mac-address", topology.mac_address(edge.address),
-        "--systemd=always", "--cap-add", "SYS_ADMIN", *ports,
+        "--systemd=always", "--cap-add", "SYS_ADMIN,NET_ADMIN,NET_RAW", *ports,
         "-v", f"{SSH_KEY}.pub:/root/.ssh/authorized_keys:ro",
         image, "/sbin/init"))
 
@@ -204,6 +271,11 @@ def describe() -> dict:
         "network": {"name": topology.NETWORK, "subnet": topology.SUBNET, "gateway": topology.GATEWAY},
         "inventory": str(INVENTORY),
         "edges": [edge_entry(e) for e in topology.EDGES],
+        # Reached straight over the Podman bridge, from this machine only.
+        "vip": {"address": topology.EDGE_VIP,
+                "endpoints": {k: f"{scheme}://{topology.EDGE_VIP}:{inner}"
+                              for k, (_, inner) in topology.EDGE_PORTS.items()
+                              for scheme in ["https" if k.endswith("https") else "http"]}},
         "backends": [{
             "name": b.name, "container": topology.container_name(b.name), "address": b.address,
             "port": topology.BACKEND_APP_PORT, "version": b.version,
@@ -217,6 +289,7 @@ def describe() -> dict:
             "server_key": str(PKI / "server.key"),
             "haproxy_stats_user": STATS_USER,
             "haproxy_stats_password_file": str(SECRETS / "haproxy_stats_password"),
+            "vrrp_auth_pass_file": str(SECRETS / "vrrp_auth_pass"),
         },
         "host_sysctls_before": str(STATE / "host-sysctls.json"),
         "prometheus": {

@@ -38,6 +38,12 @@ EDGE_EXPORTERS = {  # job: port
     "nginx-log": 3903,
     "haproxy": 8404,
 }
+# The floating address in front of both edge nodes (roles/edge_vip): inside
+# the lab subnet, outside every node's own address.  Tests reach it straight
+# over the Podman bridge; published ports stay per node.
+EDGE_VIP = "10.77.7.100"
+EDGE_VIP_PREFIX = 24
+
 PROMETHEUS_NAME = "prometheus"
 PROMETHEUS_ADDRESS = "10.77.7.5"
 PROMETHEUS_PORT = 9090  # published on 127.0.0.1 as the same port

@@ -106,6 +106,11 @@ ALERTS: dict[str, Alert] = {
         summary="A load balancer on {{ $labels.instance }} is down",
         description="NGINX (nginx_up) or HAProxy (its exporter) on {{ $labels.instance }} is not answering.",
         expr='nginx_up == 0 or up{job="haproxy"} == 0'),
+    "EdgeVipHolders": Alert(
+        summary="{{ $value }} edge nodes hold the floating addresses of {{ $labels.vrrp_instance }}",
+        description=("Exactly one node should be VRRP master of {{ $labels.vrrp_instance }}: 0 means "
+                     "clients of its addresses get no answer, 2 that the nodes cannot hear each other."),
+        expr='sum by (vrrp_instance) (edge_vip_state{state="MASTER"}) != 1'),
     "BackendInstanceDown": Alert(
         summary="Backend {{ $labels.instance }} is down",
         description="Backend instance {{ $labels.instance }} has not answered its metrics scrape.",

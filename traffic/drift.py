@@ -41,7 +41,7 @@ def expected(policy: Policy, tier: str, *, tls: bool = True, canary: bool = True
         headers["Strict-Transport-Security"] = h.hsts
     view = {"headers": headers,
             "tls": {"versions": list(policy.tls.versions), "ciphers": list(policy.tls.ciphers),
-                    "ciphersuites": list(policy.tls.ciphersuites)} if tls else None,
+                    "ciphersuites": list(policy.tls.ciphersuites), "curves": list(policy.tls.curves)} if tls else None,
             "client": {"connections_per_client": policy.client.connections_per_client,
                        "idle_timeout_ms": policy.client.idle_timeout_ms,
                        "header_timeout_ms": policy.client.header_timeout_ms},
@@ -54,7 +54,7 @@ def expected(policy: Policy, tier: str, *, tls: bool = True, canary: bool = True
         view["trusted_proxies"] = None
         if tls:
             view["tls"] = {"versions": list(policy.tls.versions), "ciphers": list(policy.tls.ciphers),
-                           "ciphersuites": None}
+                           "ciphersuites": None, "curves": None}
     for cls in policy.classes:
         r = cls.retries
         conditions = set(r.on)
@@ -130,7 +130,8 @@ def nginx_view(conf: Path | str) -> dict:
     protocols = _one(http, "ssl_protocols")
     suites = _one(http, "ssl_conf_command")
     tls = {"versions": protocols, "ciphers": _one(http, "ssl_ciphers")[0].split(":"),
-           "ciphersuites": suites[1].split(":") if suites else []} if protocols else None
+           "ciphersuites": suites[1].split(":") if suites else [],
+           "curves": _one(http, "ssl_ecdh_curve")[0].split(":")} if protocols else None
     servers = [d["block"] for d in http if d["directive"] == "server"]
     app = next(s for s in servers if any(loc["directive"] == "location" for loc in s if loc["args"][-1].startswith("/api")
                                          or loc["directive"] == "include"))
@@ -245,7 +246,8 @@ def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> 
     min_version = re.search(r"ssl-min-ver (\S+)", options)
     ciphers = value(glob, "ssl-default-bind-ciphers")
     tls = {"versions": list(TLS_FROM(min_version[1])), "ciphers": ciphers.split(":") if ciphers else [],
-           "ciphersuites": (value(glob, "ssl-default-bind-ciphersuites") or "").split(":")} if min_version else None
+           "ciphersuites": (value(glob, "ssl-default-bind-ciphersuites") or "").split(":"),
+           "curves": (value(glob, "ssl-default-bind-curves") or "").split(":")} if min_version else None
 
     classes: dict[str, dict] = {}
     for line in front:
@@ -297,7 +299,8 @@ def istio_view(objects: list[dict]) -> dict:
     (gateway,) = by_kind["Gateway"]
     https = next(s for s in gateway["spec"]["servers"] if s["port"]["protocol"] == "HTTPS")
     min_version = https["tls"]["minProtocolVersion"].replace("TLSV1_", "TLSv1.")
-    tls = {"versions": list(TLS_FROM(min_version)), "ciphers": https["tls"].get("cipherSuites", []), "ciphersuites": None}
+    tls = {"versions": list(TLS_FROM(min_version)), "ciphers": https["tls"].get("cipherSuites", []), "ciphersuites": None,
+           "curves": None}
     routes = {r["name"]: r for r in vs["spec"]["http"]}
     canary = None
     classes: dict[str, dict] = {}

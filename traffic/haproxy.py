@@ -103,6 +103,7 @@ def global_tls(policy: Policy) -> str:
     out = [d("ssl-default-bind-ciphers", ":".join(t.ciphers))] if t.ciphers else []
     if t.ciphersuites:
         out.append(d("ssl-default-bind-ciphersuites", ":".join(t.ciphersuites)))
+    out.append(d("ssl-default-bind-curves", ":".join(t.curves)))
     out.append(d("ssl-default-bind-options", f"prefer-client-ciphers ssl-min-ver {t.min_version} no-tls-tickets"))
     return "\n".join(out)
 

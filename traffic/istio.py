@@ -36,7 +36,8 @@ def notes(policy: Policy) -> list[str]:
            "trusted_proxies are not rendered: the gateway trusts a number of hops (meshConfig "
            "gatewayTopology.numTrustedProxies), not addresses",
            "client idle and header timeouts are gateway listener settings, not rendered",
-           "TLS 1.3 cipher suites are Envoy's fixed set (tls.ciphersuites not rendered)"]
+           "TLS 1.3 cipher suites are Envoy's fixed set (tls.ciphersuites not rendered)",
+           "key-exchange groups are Envoy's defaults, X25519 and P-256 (tls.curves not rendered)"]
     for cls in policy.classes:
         r = cls.retries
         unsafe = [c for c in r.on if c not in SAFE_RETRY_ON]

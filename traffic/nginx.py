@@ -171,6 +171,7 @@ def tls_block(policy: Policy) -> str:
         out.append(d("ssl_ciphers", ":".join(t.ciphers)))
     if t.ciphersuites:
         out.append(d("ssl_conf_command", "Ciphersuites " + ":".join(t.ciphersuites)))
+    out.append(d("ssl_ecdh_curve", ":".join(t.curves)))
     out.append(d("ssl_prefer_server_ciphers", "off"))
     return "\n".join(out)
 

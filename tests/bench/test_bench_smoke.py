@@ -8,6 +8,7 @@ someone needs the numbers.
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import pytest
 
@@ -83,3 +84,22 @@ def _running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("setting", ["", "ulimit-n 20000", "fd-hard-limit 20000"])
+def test_haproxy_will_not_hold_10000_connections_under_20000_descriptors(setting, tmp_path):
+    # Why haproxy_lb's maxconn is (nofile - 256) / 2: HAProxy reserves a
+    # descriptor for each side of every connection and refuses to start when
+    # maxconn cannot be met, whichever global limit setting asks it to try
+    # (docs/benchmarks.md, "Connection capacity").  Fails when an upgrade
+    # changes that, so the role's formula can be revisited.
+    if not shutil.which("haproxy"):
+        pytest.skip("needs the haproxy binary")
+    conf = tmp_path / "haproxy.cfg"
+    conf.write_text(f"global\n    maxconn 10000\n    {setting}\n"
+                    "defaults\n    mode http\n    timeout client 1s\n    timeout server 1s\n    timeout connect 1s\n"
+                    f"frontend f\n    bind 127.0.0.1:{PORT + 20}\n")
+    run = subprocess.run(["prlimit", "--nofile=20000:20000", "haproxy", "-db", "-f", str(conf)],
+                         capture_output=True, text=True, timeout=10)
+    assert run.returncode != 0
+    assert "Cannot raise FD limit to 20017" in run.stderr or "too low for maxconn=10000" in run.stderr, run.stderr

@@ -18,6 +18,7 @@ def test_inventory_matches_the_lab_description(lab):
     listed = group_vars["edge_backends"] + group_vars["edge_canary_backends"]
     assert {b["name"]: b["address"] for b in listed} == \
         {b["name"]: b["address"] for b in lab["backends"]}
+    assert [a.split("/")[0] for a in group_vars["edge_vip_addresses"]] == [lab["vip"]["address"]]
 
 
 def test_every_backend_answers_as_itself(lab):

@@ -29,6 +29,12 @@ BAD = [
     ({"canary": {"ab_cookie": "automata-variant"}}, "canary.ab_cookie", "letters, digits and _"),
     ({"trusted_proxies": ["10.0.0.1/8"]}, "trusted_proxies[0]", "host bits must be zero"),
     ({"tls": {"min_version": "TLSv1.0"}}, "tls.min_version", "must be one of TLSv1.2, TLSv1.3"),
+    ({"tls": {"ciphers": ["ECDHE-RSA-AES128-GCM-SHA256", "AES128-SHA"]}}, "tls.ciphers[1]",
+     "'AES128-SHA' is not in Mozilla's intermediate profile"),
+    ({"tls": {"ciphersuites": ["TLS_AES_128_CCM_8_SHA256"]}}, "tls.ciphersuites[0]",
+     "is not in Mozilla's intermediate profile"),
+    ({"tls": {"curves": ["X25519", "secp521r1"]}}, "tls.curves[1]", "'secp521r1' is not in Mozilla's intermediate"),
+    ({"tls": {"curves": []}}, "tls.curves", "must name at least one key-exchange group"),
     ({"headers": {"referrer_policy": 'x"; evil'}}, "headers.referrer_policy", "is not a Referrer-Policy value"),
     ({"client": {"connections_per_client": 0}}, "client.connections_per_client", "must be >= 1"),
     ({"tiers": ["nginx", "envoy"]}, "tiers[1]", "must be one of nginx"),
@@ -104,3 +110,17 @@ def test_overrides_merge_key_by_key():
 def test_the_file_is_plain_yaml_both_tools_read():
     raw = yaml.safe_load(model.POLICY_FILE.read_text())
     assert set(raw["classes"]) == {c.name for c in model.load().classes}
+
+
+def test_the_allowed_ciphers_are_the_scanners_intermediate_profile():
+    # The model's allow-list and the profile the TLS scan checks against
+    # (sslyze's copy of Mozilla's) must not drift apart.
+    from sslyze.mozilla_tls_profile.tls_config_checker import MozillaTlsConfiguration, TlsConfigurationEnum
+
+    profile = MozillaTlsConfiguration.get(TlsConfigurationEnum.MOZILLA_INTERMEDIATE)
+    assert set(model.INTERMEDIATE_CIPHERS) == set(profile.ciphers.openssl)
+    assert set(model.INTERMEDIATE_CIPHERSUITES) == set(profile.ciphersuites)
+    # sslyze names P-256 by its SECG name; OpenSSL (and so the tiers) by its X9.62 one.
+    secg = {"prime256v1": "secp256r1"}
+    assert {secg.get(c, c) for c in model.INTERMEDIATE_CURVES} == set(profile.tls_curves)
+    assert tuple(profile.tls_versions) == model.TLS_VERSIONS

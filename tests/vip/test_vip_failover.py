@@ -25,7 +25,7 @@ if os.environ.get("AUTOMATA_VIP_LAB") != "1":
     pytest.skip("the failover experiment is opt-in: AUTOMATA_VIP_LAB=1", allow_module_level=True)
 
 from vipkit import ROOT
-from viplab import EDGES, PREFIX, Prober, VipLab, container, now, podman, sh, wait_until
+from viplab import EDGES, PREFIX, VipLab, container, now, podman, prober, sh, wait_until
 
 MEASURED: dict[str, float | str] = {}
 # Health check: interval 1 s, fall 2 (role defaults); advertisements every 1 s.
@@ -63,12 +63,7 @@ def _monitor(pair) -> None:
 
 def _first(pair, node: str, kind: str, after: float) -> float:
     """Seconds from `after` to the node's first `kind` event of the address."""
-
-    def find():
-        stamps = [t for t, k in pair.nodes[node].address_events() if k == kind and t >= after - 0.05]
-        return stamps[0] if stamps else None
-
-    return wait_until(find, MOVE_WITHIN, what=f"{kind} on {node}") - after
+    return pair.nodes[node].first_event(kind, after, MOVE_WITHIN)
 
 
 def _failover(pair, stop: str, port: int, path: str, label: str) -> str:
@@ -77,7 +72,7 @@ def _failover(pair, stop: str, port: int, path: str, label: str) -> str:
     old = pair.master()
     new = pair.other(old)
     _monitor(pair)
-    with Prober(port, path) as prober:
+    with prober(port, path) as probe:
         time.sleep(0.5)
         t0 = now()
         sh(old, f"systemctl stop {stop}")
@@ -85,7 +80,7 @@ def _failover(pair, stop: str, port: int, path: str, label: str) -> str:
         time.sleep(1.0)
     _record(f"{label}_released_s", _first(pair, old, "deleted", t0))
     _record(f"{label}_taken_over_s", _first(pair, new, "added", t0))
-    _record(f"{label}_client_outage_s", prober.outage_after(t0))
+    _record(f"{label}_client_outage_s", probe.outage_after(t0))
     assert pair.nodes[old].state()["state"] == "FAULT"
     assert wait_until(lambda: pair.nodes[new].state().get("state") == "MASTER", 5, what="MASTER state file")
     return new
@@ -108,7 +103,7 @@ def test_exactly_one_node_holds_the_address(pair):
     assert pair.nodes[master].state()["state"] == "MASTER"
     assert pair.nodes[backup].state()["state"] == "BACKUP"
     metrics = sh(master, "cat /var/lib/prometheus/node-exporter/edge_vip.prom")
-    assert 'edge_vip_state{instance="edge_vip",state="MASTER"} 1' in metrics
+    assert 'edge_vip_state{vrrp_instance="edge_vip",state="MASTER"} 1' in metrics
 
 
 def test_nginx_failure_moves_the_address(pair):
@@ -146,7 +141,7 @@ def test_reload_keeps_the_address(pair):
     backup = pair.other(holder)
     wait_until(lambda: pair.nodes[backup].state().get("state") == "BACKUP", 15, what="both nodes healthy")
     _monitor(pair)
-    with Prober(80, "/health") as prober:
+    with prober(80, "/health") as probe:
         t0 = now()
         changed = pair.converge({"edge_vip_check_rise": 4})
         assert changed.rc == 0, changed.failed or changed.output[-3000:]
@@ -156,8 +151,8 @@ def test_reload_keeps_the_address(pair):
             time.sleep(1)
     assert [k for _, k in pair.nodes[holder].address_events()] == []
     assert pair.holders() == [holder] and pair.nodes[holder].state()["state"] == "MASTER"
-    _record("reload_client_outage_s", prober.outage_after(t0))
-    assert prober.outage_after(t0) == 0.0
+    _record("reload_client_outage_s", probe.outage_after(t0))
+    assert probe.outage_after(t0) == 0.0
 
 
 def test_restart_moves_the_address_reload_does_not(pair):
@@ -166,13 +161,13 @@ def test_restart_moves_the_address_reload_does_not(pair):
 
     holder = pair.master()
     other = pair.other(holder)
-    with Prober(80, "/health") as prober:
+    with prober(80, "/health") as probe:
         time.sleep(0.5)
         t0 = now()
         sh(holder, "systemctl restart keepalived")
         wait_until(lambda: pair.holders() == [other], MOVE_WITHIN, what="the address on the other node")
         time.sleep(1.0)
-    _record("restart_client_outage_s", prober.outage_after(t0))
+    _record("restart_client_outage_s", probe.outage_after(t0))
 
 
 def test_silent_master_is_replaced_and_the_higher_priority_wins_back(pair):
@@ -186,7 +181,7 @@ def test_silent_master_is_replaced_and_the_higher_priority_wins_back(pair):
     frozen = pair.master()
     other = pair.other(frozen)
     _monitor(pair)
-    with Prober(80, "/health") as prober:
+    with prober(80, "/health") as probe:
         time.sleep(0.5)
         t0 = now()
         podman("pause", container(frozen))
@@ -195,7 +190,7 @@ def test_silent_master_is_replaced_and_the_higher_priority_wins_back(pair):
             wait_until(pair.nodes[other].holds_vip, MOVE_WITHIN, what=f"the address on {other}")
             _record("frozen_master_taken_over_s", _first(pair, other, "added", t0))
             time.sleep(2)
-            _record("frozen_master_client_outage_s", prober.outage_after(t0))
+            _record("frozen_master_client_outage_s", probe.outage_after(t0))
         finally:
             t1 = now()
             podman("unpause", container(frozen))
@@ -205,7 +200,7 @@ def test_silent_master_is_replaced_and_the_higher_priority_wins_back(pair):
         priorities = {name: int(node.state()["priority"]) for name, node in pair.nodes.items()}
         assert final == max(priorities, key=priorities.get), priorities
         time.sleep(2)
-    _record("frozen_master_after_wake_client_outage_s", prober.outage_after(t1))
+    _record("frozen_master_after_wake_client_outage_s", probe.outage_after(t1))
 
 
 def _partition(pair, heal: bool = False) -> None:
@@ -225,7 +220,7 @@ def test_partition_both_nodes_claim_the_address_until_healed(pair):
     # address; clients reach whichever answered ARP last.  Healing settles it
     # on the higher priority (docs/edge-ha.md, split brain).
 
-    with Prober(80, "/health") as prober:
+    with prober(80, "/health") as probe:
         time.sleep(0.5)
         t0 = now()
         _partition(pair)
@@ -233,11 +228,11 @@ def test_partition_both_nodes_claim_the_address_until_healed(pair):
             wait_until(lambda: len(pair.holders()) == 2, MOVE_WITHIN, what="both nodes holding the address")
             _record("partition_both_hold_after_s", now() - t0)
             time.sleep(2)
-            _record("partition_client_outage_s", prober.outage_after(t0))
+            _record("partition_client_outage_s", probe.outage_after(t0))
         finally:
             t1 = now()
             _partition(pair, heal=True)
         pair.master()
         _record("partition_healed_settled_s", now() - t1)
         time.sleep(2)
-    _record("partition_healed_client_outage_s", prober.outage_after(t1))
+    _record("partition_healed_client_outage_s", probe.outage_after(t1))

@@ -17,13 +17,10 @@ import os
 import secrets
 import socket
 import subprocess
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
-from lab import images, topology
+from lab import images, topology, vip
 from lab.podman import exists, podman
 from load_tests.drill import wait_for
 from vipkit import PLAYBOOK, Run, run, write_inventory
@@ -63,85 +60,12 @@ def now() -> float:
     return time.time()
 
 
-@dataclass
-class Node:
-    name: str
-
-    def holds_vip(self) -> bool:
-        return f" {VIP}/" in sh(self.name, "ip -4 -o addr show dev eth0")
-
-    def state(self) -> dict[str, str]:
-        text = sh(self.name, "cat /run/keepalived/state 2>/dev/null || true")
-        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-    def start_address_monitor(self) -> None:
-        """Timestamped address events (`ip -ts monitor address`), kept on the node."""
-        sh(self.name, "pkill -f '[i]p -ts monitor address' || true; rm -f /run/vip-monitor.log")
-        podman("exec", "-d", container(self.name), "sh", "-c",
-               "TZ=UTC exec ip -ts monitor address dev eth0 >/run/vip-monitor.log 2>&1")
-        wait_until(lambda: sh(self.name, "pgrep -f '[i]p -ts monitor address' || true").strip(), 5,
-                   what=f"address monitor on {self.name}")
-
-    def address_events(self) -> list[tuple[float, str]]:
-        """[(unix time, "added"|"deleted")] for the virtual address."""
-        events = []
-        for line in sh(self.name, "cat /run/vip-monitor.log").splitlines():
-            if f" {VIP}/" not in line or not line.startswith("["):
-                continue
-            stamp = datetime.fromisoformat(line[1:line.index("]")]).replace(tzinfo=UTC).timestamp()
-            events.append((stamp, "deleted" if "Deleted" in line else "added"))
-        return events
+def node(name: str) -> vip.Node:
+    return vip.Node(name, container(name), VIP)
 
 
-@dataclass
-class Prober:
-    """Requests to the virtual address from this machine, one new connection
-    every `interval` seconds, each outcome recorded: what a client sees."""
-
-    port: int
-    path: str
-    interval: float = 0.05
-    timeout: float = 0.3
-    outcomes: list[tuple[float, float, bool]] = field(default_factory=list)  # (started, ended, ok)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def _once(self) -> bool:
-        request = f"GET {self.path} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n".encode()
-        try:
-            with socket.create_connection((VIP, self.port), timeout=self.timeout) as s:
-                s.sendall(request)
-                return s.recv(12).startswith(b"HTTP/1.1 200")
-        except OSError:
-            return False
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = now()
-            ok = self._once()
-            self.outcomes.append((started, now(), ok))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> Prober:
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def outage_after(self, t0: float) -> float:
-        """Seconds from t0 until the answer of the first request that
-        succeeded after the last failed one (0 if none failed).  A request
-        waiting for ARP to resolve the moved address counts as failing until
-        it is answered."""
-        after = [o for o in self.outcomes if o[0] >= t0]
-        failures = [started for started, _, ok in after if not ok]
-        if not failures:
-            return 0.0
-        recovered = [ended for started, ended, ok in after if ok and started > failures[-1]]
-        assert recovered, "the virtual address never answered again"
-        return recovered[0] - t0
+def prober(port: int, path: str) -> vip.Prober:
+    return vip.Prober(VIP, port, path)
 
 
 class VipLab:
@@ -150,7 +74,7 @@ class VipLab:
         self.key = state_dir / "id_ed25519"
         self.auth_pass = secrets.token_urlsafe(6)
         self.stats_password = secrets.token_urlsafe(18)
-        self.nodes = {name: Node(name) for name in EDGES}
+        self.nodes = {name: node(name) for name in EDGES}
 
     # --- lifecycle ---------------------------------------------------------------
     def up(self, reuse: bool = False) -> None:
