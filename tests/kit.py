@@ -1,5 +1,5 @@
-"""What every test folder shares: waiting for a state, and running
-ansible-playbook with its outcome read as data.
+"""What every test folder shares: waiting for a state, a free port, and
+running ansible-playbook with its outcome read as data.
 
 Imported as `tests.kit` (the repository root is on pytest's pythonpath).
 The lab's own helpers (node(), the load generator, run_playbook) are in
@@ -12,6 +12,7 @@ import asyncio
 import inspect
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,13 @@ ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 # tests/callback_plugins/run_results.py: enabled only for the runs below.
 CALLBACK_PLUGINS = Path(__file__).with_name("callback_plugins")
 RESULTS_CALLBACK = "run_results"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _described(predicate: Callable, what: str | None) -> str:
