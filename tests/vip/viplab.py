@@ -130,6 +130,14 @@ class Prober:
         self._stop.set()
         self._thread.join(5)
 
+    def wait_served(self, count: int, since: float = 0.0, timeout: float = 30.0) -> None:
+        """Wait until the last `count` probes sent after `since` were all
+        answered: clients are served (again), steadily."""
+        def served() -> bool:
+            after = [ok for started, _, ok in list(self.outcomes) if started >= since]
+            return len(after) >= count and all(after[-count:])
+        wait_until(served, timeout, what=f"{count} answered probes in a row on {VIP}:{self.port}")
+
     def outage_after(self, t0: float) -> float:
         """Seconds from t0 until the answer of the first request that
         succeeded after the last failed one (0 if none failed).  A request
