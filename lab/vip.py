@@ -115,6 +115,14 @@ class Prober:
         self._stop.set()
         self._thread.join(5)
 
+    def wait_served(self, count: int, since: float = 0.0, timeout: float = 30.0) -> None:
+        """Wait until the last `count` probes sent after `since` were all
+        answered: clients are served (again), steadily."""
+        def served() -> bool:
+            after = [ok for started, _, ok in list(self.outcomes) if started >= since]
+            return len(after) >= count and all(after[-count:])
+        _poll(served, timeout, f"{count} answered probes in a row on {self.vip}:{self.port}")
+
     def failures_after(self, t0: float) -> int:
         return sum(1 for started, _, ok in self.outcomes if started >= t0 and not ok)
 

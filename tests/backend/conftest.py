@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ with warnings.catch_warnings():
 
 from automata_backend.app import create_admin_app, create_app
 from automata_backend.state import Backend, Settings
+from tests.kit import free_port, wait_until
 
 BACKEND_DIR = Path(__file__).resolve().parents[2] / "backend"
 
@@ -57,12 +57,6 @@ def client(backend, open_client) -> TestClient:
 @pytest.fixture
 def admin(backend, open_client) -> TestClient:
     return open_client(create_admin_app(backend))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _ENV = {**os.environ, "PYTHONPATH": str(BACKEND_DIR)}
@@ -127,15 +121,22 @@ def start_backend(tmp_path_factory):
         p = Process(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
                     f"ws://127.0.0.1:{port}/ws", log)
         started.append(p)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
+        def live_or_exited() -> bool:
+            if proc.poll() is not None:
+                return True
             try:
-                if httpx.get(f"{p.url}/healthz", timeout=1).status_code == 200 and \
-                        httpx.get(f"{p.admin_url}/fault", timeout=1).status_code == 200:
-                    return p
+                return httpx.get(f"{p.url}/healthz", timeout=1).status_code == 200 and \
+                    httpx.get(f"{p.admin_url}/fault", timeout=1).status_code == 200
             except httpx.TransportError:
-                time.sleep(0.05)
-        pytest.fail(f"backend did not come up:\n{p.output()}")
+                return False
+
+        try:
+            wait_until(live_or_exited, 10, interval=0.05)
+        except AssertionError:
+            pytest.fail(f"backend did not come up within 10 s:\n{p.output()}")
+        if proc.poll() is not None:
+            pytest.fail(f"backend exited ({proc.returncode}) instead of coming up:\n{p.output()}")
+        return p
 
     yield start
     for p in started:

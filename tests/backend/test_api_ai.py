@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections import Counter
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from automata_backend.app import create_app
+from tests.kit import wait_until, wait_until_async
 from automata_backend.state import Backend, Settings
 
 
@@ -28,13 +28,6 @@ def write_pool(path, processes) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(f"{p.address}\n" for p in processes))
     os.replace(tmp, path)
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +78,12 @@ def test_an_endpoint_added_to_the_file_gets_calls_without_a_restart(api, pool, p
     write_pool(pool_file, pool)
     try:
         wait_until(lambda: len(httpx.get(f"{api.url}/health/detailed", timeout=5)
-                               .json()["components"]["ai_pool"]["endpoints"]) == 3)
+                               .json()["components"]["ai_pool"]["endpoints"]) == 3, 10, interval=0.05)
         assert Counter(b["ai"]["instance"] for b in ai_calls(api, 9)) == {"ai-1": 3, "ai-2": 3, "ai-3": 3}
     finally:
         write_pool(pool_file, pool[:2])
         wait_until(lambda: len(httpx.get(f"{api.url}/health/detailed", timeout=5)
-                               .json()["components"]["ai_pool"]["endpoints"]) == 2)
+                               .json()["components"]["ai_pool"]["endpoints"]) == 2, 10, interval=0.05)
 
 
 def test_a_failing_pool_opens_the_breakers_and_the_dashboards_gauge_shows_it(api, pool):
@@ -114,7 +107,7 @@ def test_a_failing_pool_opens_the_breakers_and_the_dashboards_gauge_shows_it(api
         return httpx.get(f"{api.url}/api/ai/x", params={"seconds": 0}, timeout=10).status_code == 200 and \
             samples(api)[("automata_circuit_breaker_open", ())] == 0
 
-    wait_until(recovered)
+    wait_until(recovered, 10, interval=0.05)
 
 
 def test_sigterm_lets_an_ai_call_in_flight_finish_then_closes_the_pool(start_backend, pool):
@@ -124,8 +117,10 @@ def test_sigterm_lets_an_ai_call_in_flight_finish_then_closes_the_pool(start_bac
     async def scenario():
         async with httpx.AsyncClient(timeout=10) as c:
             call = asyncio.ensure_future(c.get(f"{api.url}/api/ai/long", params={"seconds": 1}))
-            while (await c.get(f"{api.url}/metrics/performance")).json()["active_connections"] < 2:
-                await asyncio.sleep(0.02)
+            async def call_in_flight() -> bool:  # the AI call and this request
+                return (await c.get(f"{api.url}/metrics/performance")).json()["active_connections"] >= 2
+
+            await wait_until_async(call_in_flight, 5)
             api.terminate()
             return await call
 

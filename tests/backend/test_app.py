@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from automata_backend.app import create_app
 from automata_backend.state import Backend, CircuitBreaker, DbPool, InvalidField, Settings
+from tests.kit import wait_until
 
 NAMED_METRICS = [
     "automata_active_connections", "automata_max_connections", "automata_circuit_breaker_open",
@@ -185,14 +187,19 @@ def test_error_rate_one_fails_every_traffic_class_but_not_health_or_metrics(clie
     assert requests_total(client, "/api/{path:path}", "GET", "503") == 1
 
 
-def test_latency_fault_delays_traffic_not_metrics(client, admin):
+def test_latency_fault_delays_traffic_not_metrics(client, admin, backend):
     admin.put("/fault", json={"latency_ms": 300})
     t = time.monotonic()
     client.get("/api/x")
-    assert time.monotonic() - t >= 0.3
-    t = time.monotonic()
-    client.get("/metrics")
-    assert time.monotonic() - t < 0.3
+    assert time.monotonic() - t >= 0.3  # the injected delay happened
+    # While a delayed request waits, /metrics answers: it is not delayed.
+    admin.put("/fault", json={"latency_ms": 2000})
+    with ThreadPoolExecutor(1) as pool:
+        delayed = pool.submit(client.get, "/api/x")
+        wait_until(lambda: backend.inflight_http >= 1, 5, interval=0.01, what="the delayed request in flight")
+        assert client.get("/metrics").status_code == 200
+        assert not delayed.done(), "/metrics answered only after the delayed request"
+        assert delayed.result().status_code == 200
 
 
 @pytest.mark.parametrize("update,field", [

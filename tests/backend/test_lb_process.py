@@ -10,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from automata_backend.load_balancer import (BalancerClosed, BalancerConfig, DeadlineExceeded, FileDiscovery,
                                             LoadBalancer, StaticDiscovery)
+from tests.kit import free_port, wait_until_async
 
 AI_ROUTE = "/ai/{path:path}"
 
@@ -72,11 +71,9 @@ def write_pool(path: Path, processes) -> None:
     os.replace(tmp, path)
 
 
-async def until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+async def until(condition, timeout: float = 10.0) -> float:
+    """wait_until_async with this module's usual bound."""
+    return await wait_until_async(condition, timeout)
 
 
 async def served_by(lb: LoadBalancer, n: int, **params) -> Counter:
@@ -168,7 +165,7 @@ class Load:
                 self.outcomes.append(r.json()["instance"] if r.status_code == 200 else f"status {r.status_code}")
             except Exception as exc:  # noqa: BLE001 - every failure is a result here
                 self.failures.append(exc)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # yield to the other callers: pacing, not a wait
 
     def served(self, since: int = 0) -> Counter:
         return Counter(self.outcomes[since:])

@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import websockets
-from conftest import free_port
 
 from automata_backend.state import Backend, InvalidField, Settings
 from automata_backend.tuning import VARIABLES, Tuning
+from tests.kit import free_port, wait_until, wait_until_async
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 
@@ -139,8 +138,7 @@ def test_max_connections_and_pool_timeout_bound_the_wait_for_a_connection(tuned)
             async def all_checked_out():
                 return (await c.get("/health/detailed")).json()["components"]["db_pool"]["active"] == 3
 
-            while not await all_checked_out():
-                await asyncio.sleep(0.02)
+            await wait_until_async(all_checked_out, 5)
             r = await c.get("/api/one-more")  # waits pool_timeout (0.3 s), not the default 30 s
             assert (r.status_code, r.json()["error"]) == (503, "database pool exhausted")
             assert [h.status_code for h in await asyncio.gather(*holders)] == [200] * 3
@@ -158,10 +156,7 @@ def test_failure_threshold_and_recovery_timeout_drive_the_breaker(tuned):
         assert (r.status_code, r.json()["error"]) == (503, "circuit breaker open")
         httpx.put(f"{tuned.admin_url}/fault", json={"error_rate": 0.0}, timeout=5)
         # After the 1 s recovery timeout (not 300 s) the breaker lets a trial through.
-        deadline = time.monotonic() + 10
-        while detailed(tuned)["circuit_breaker"]["status"] != "half_open":
-            assert time.monotonic() < deadline, "the breaker did not half-open"
-            time.sleep(0.05)
+        wait_until(lambda: detailed(tuned)["circuit_breaker"]["status"] == "half_open", 10, interval=0.05)
         assert httpx.get(f"{tuned.url}/api/x", timeout=5).status_code == 200
         assert detailed(tuned)["circuit_breaker"]["status"] == "closed"
     finally:

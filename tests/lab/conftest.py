@@ -3,7 +3,8 @@
 The lab describes itself in .lab/lab.json; nothing here hard-codes an
 address or a port.  Tests that change the lab (faults, converges with other
 variables) undo their change in teardown so test order does not matter.
-Constants and helpers shared by test modules live in labkit.py.
+Constants and helpers shared by test modules live in labkit.py; fixtures
+more than one module uses live here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import httpx
 import pytest
 
-from labkit import LAB_JSON, run_playbook
+from labkit import LAB_JSON, ClientIPs, run_playbook, tls_context
 
 
 def _load_lab() -> dict:
@@ -67,3 +68,28 @@ def fault(lab):
 def converge():
     """converge(extra_vars) runs playbooks/edge.yml on the lab and returns a ConvergeResult."""
     return run_playbook
+
+
+# --- clients through edge-1 ------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def trusted_gateway(lab, edge, ca_cert) -> None:
+    """Fail early and clearly if the lab inventory does not trust the gateway."""
+    echo = httpx.get(f"{edge['endpoints']['nginx_https']}/api/trust", headers={"x-forwarded-for": "198.51.100.1"},
+                     verify=tls_context(ca_cert), timeout=10).json()
+    if echo["headers"]["x-real-ip"] != "198.51.100.1":
+        pytest.fail(f"edge-1 does not trust the lab gateway {lab['network']['gateway']}: the lab inventory "
+                    f"needs traffic_policy_overrides: {{trusted_proxies: [{lab['network']['gateway']}/32]}} (group_vars/edge)")
+
+
+@pytest.fixture(scope="module")
+def ips() -> ClientIPs:
+    """Distinct client addresses, announced through the trusted gateway."""
+    return ClientIPs()
+
+
+@pytest.fixture(scope="module")
+def https(edge, ca_cert):
+    """A client for edge-1's HTTPS listener, trusting the lab CA."""
+    with httpx.Client(base_url=edge["endpoints"]["nginx_https"], verify=tls_context(ca_cert), timeout=30) as client:
+        yield client

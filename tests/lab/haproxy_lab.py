@@ -1,7 +1,8 @@
 """Helpers for the HAProxy lab tests: the runtime API, server states, traffic.
 
 The runtime API is a UNIX socket on the node (local only by design), so the
-tests reach it over the same SSH connection Ansible uses.
+tests reach it over the same SSH connection Ansible uses.  Shared helpers
+(node(), wait_until(), the load generator) are in labkit.py.
 """
 
 from __future__ import annotations
@@ -10,23 +11,16 @@ import csv
 import io
 import json
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import testinfra
 from websockets.sync.client import connect as ws_connect
 
-from labkit import INVENTORY
+from labkit import ClientIPs, LoadGenerator, wait_until
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 CONFIG = "/etc/haproxy/haproxy.cfg"
-
-
-def node(name: str):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
 
 
 def runtime(host, *commands: str) -> str:
@@ -42,23 +36,47 @@ class ServerState:
     status: str        # UP, DOWN, MAINT, DRAIN, "UP 1/2" while rising...
     check_status: str  # L7OK, L7STS, HANA (circuit breaker) ...
     weight: int        # effective weight (slowstart ramps it up)
+    sessions: int = 0  # requests on the server now (scur)
 
 
 def server_states(host, backend: str) -> dict[str, ServerState]:
     rows = csv.DictReader(io.StringIO(runtime(host, "show stat").lstrip("# ")))
-    return {r["svname"]: ServerState(r["status"], r["check_status"].lstrip("* "), int(r["weight"] or 0))
+    return {r["svname"]: ServerState(r["status"], r["check_status"].lstrip("* "), int(r["weight"] or 0),
+                                     int(r["scur"] or 0))
             for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.2) -> float:
-    """Poll until predicate() is truthy; return the seconds it took (bounded)."""
-    start = time.monotonic()
-    while True:
-        if predicate():
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout:.1f}s")
-        time.sleep(interval)
+def worker_traffic(host, frontend: str = "public") -> tuple[int, int]:
+    """(pid, HTTP requests its `frontend` took) of the worker answering the
+    runtime API.  After a reload that is the new worker, whose counters start
+    at zero: so this counts only traffic that reached the new configuration.
+    (0, 0) while the socket changes hands."""
+    try:
+        out = runtime(host, "show info", "show stat")
+    except AssertionError:
+        return 0, 0
+    info_text, _, stat = out.partition("# pxname")
+    info = dict(line.split(": ", 1) for line in info_text.splitlines() if ": " in line)
+    stat = "pxname" + stat if stat else ""
+    requests = next((int(r["req_tot"] or 0) for r in csv.DictReader(io.StringIO(stat))
+                     if r["pxname"] == frontend and r["svname"] == "FRONTEND"), 0)
+    return int(info.get("Pid", 0)), requests
+
+
+def wait_for_new_worker_traffic(host, old_worker: int, requests: int = 50) -> float:
+    """The reload's new worker is the one answering and has served `requests`
+    requests (its counters start at zero): traffic reached the new configuration."""
+    return wait_until(lambda: (w := worker_traffic(host))[0] not in (0, old_worker) and w[1] >= requests,
+                      timeout=30, interval=0.5, what=f"{requests} requests on the new HAProxy worker")
+
+
+def haproxy_load(url: str, ca_cert: str, clients: int = 4, max_seconds: float = 150) -> LoadGenerator:
+    """Keep-alive clients plus one client opening a new connection per request
+    to /health, so a reload is met on an idle-connection handover and on the
+    listening socket.  A connection closed unanswered is a failure here, not
+    resent."""
+    return LoadGenerator(url, ca_cert, ClientIPs(), http_workers=clients, new_connection_workers=1, websockets=0,
+                         path="/health", timeout=5, max_seconds=max_seconds, resend_after_close=False)
 
 
 def _seconds(value: str) -> float:
@@ -95,7 +113,7 @@ def wait_until_settled(host, backends: list[str], timeout: float = 60) -> None:
                                  for s in states.values()):
                 return False
         return True
-    wait_for(settled, timeout, interval=1)
+    wait_until(settled, timeout, interval=1, what=f"every server of {backends} UP at full weight")
 
 
 def instances(client: httpx.Client, path: str, count: int, **kwargs) -> list[str]:

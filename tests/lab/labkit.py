@@ -1,19 +1,41 @@
-"""Shared helpers for the lab tests (importable by name from any test module).
+"""Shared helpers for the lab tests (importable by name from any test module):
+the lab's paths, node() for a testinfra host, wait_until(), fresh client
+addresses, the load generator, and run_playbook().
 
 `conftest` is not importable reliably when several test folders each have
 one, so constants and helpers live here and conftest.py only holds fixtures.
+What only NGINX or only HAProxy tests need is in nginx_lab.py and
+haproxy_lab.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import os
-import re
-import subprocess
+import random
+import ssl
 import sys
-import tempfile
-from dataclasses import dataclass
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
+
+import httpx
+import testinfra
+# The asyncio client over TLS.  The threaded sync client reads the same SSL
+# object from a background thread while the caller writes: here about one
+# TLS WebSocket handshake in 300 stalled for 10 s with it (never with
+# asyncio's single-threaded TLS, measured on 400 each against edge-1).
+from websockets.asyncio.client import connect as ws_connect
+
+from tests.kit import ansible_playbook, wait_until
+
+__all__ = ["wait_until"]  # re-exported: lab tests import every helper from here
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_JSON = ROOT / ".lab" / "lab.json"
@@ -28,40 +50,35 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 # testinfra host spec for modules that use the `host` fixture:
 #   testinfra_hosts = [EDGE_HOSTS]
 EDGE_HOSTS = f"ansible://edge?ansible_inventory={INVENTORY}"
+
+
+def node(name: str):
+    """testinfra host for one lab node, over the same SSH Ansible uses."""
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
+
+
+# --- Ansible ------------------------------------------------------------------------
+
 @dataclass
 class ConvergeResult:
     rc: int
     output: str
     changed: dict[str, int]
     failed: dict[str, int]
-
-
-_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+    # Names ("role : task") of the tasks that reported a change, per host,
+    # and of the handlers that ran.
+    changed_tasks: dict[str, list[str]] = field(default_factory=dict)
+    handlers: list[str] = field(default_factory=list)
 
 
 def run_playbook(extra_vars: dict | None = None, *, limit: str | None = None,
                  playbook: Path = PLAYBOOK, args: list[str] | None = None) -> ConvergeResult:
-    """Run a playbook on the lab inventory the way a user would."""
-    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY), str(playbook)]
-    vars_file = None
-    if extra_vars:
-        vars_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-        json.dump(extra_vars, vars_file)
-        vars_file.close()
-        cmd += ["-e", f"@{vars_file.name}"]
-    if limit:
-        cmd += ["--limit", limit]
-    cmd += args or []
-    env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1"}
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    finally:
-        if vars_file:
-            os.unlink(vars_file.name)
-    output = proc.stdout + proc.stderr
-    changed = {m[1]: int(m[3]) for m in _RECAP.finditer(output)}
-    failed = {m[1]: int(m[5]) + int(m[4]) for m in _RECAP.finditer(output)}
-    return ConvergeResult(proc.returncode, output, changed, failed)
+    """Run a playbook on the lab inventory the way a user would; the counts
+    come from Ansible's own per-host stats (tests/kit.py's callback)."""
+    run = ansible_playbook(playbook, INVENTORY, extra_vars, limit=limit, args=args)
+    changed = {host: s.get("changed", 0) for host, s in run.stats.items()}
+    failed = {host: s.get("failures", 0) + s.get("unreachable", 0) for host, s in run.stats.items()}
+    return ConvergeResult(run.rc, run.output, changed, failed, run.changed_tasks, run.handlers)
 
 
 LAB_GROUP_VARS = ROOT / "inventories" / "lab" / "group_vars" / "edge" / "main.yml"
@@ -76,6 +93,242 @@ def lab_policy_overrides() -> dict:
 def lab_policy(extra: dict | None = None):
     """The traffic policy the lab's load balancers run (traffic/policy.yml plus
     the lab's overrides, plus `extra`), for the numbers a test checks."""
-    sys.path.insert(0, str(ROOT)) if str(ROOT) not in sys.path else None
     from traffic import model
     return model.load(overrides=model.deep_merge(lab_policy_overrides(), extra or {}))
+
+
+# --- backends -----------------------------------------------------------------------
+
+def requests_in_flight(backends: list[dict]) -> int:
+    """HTTP requests the lab backends are working on now, from each one's
+    /metrics/performance (active_connections counts requests in flight plus
+    open WebSockets, this request among them).  A backend that does not
+    answer counts none."""
+    total = 0
+    for backend in backends:
+        try:
+            perf = httpx.get(f"{backend['endpoints']['app']}/metrics/performance", timeout=5).json()
+        except httpx.HTTPError:
+            continue
+        total += perf["active_connections"] - perf["websocket_connections"] - 1
+    return total
+
+
+def wait_for_requests_in_flight(backends: list[dict], count: int, timeout: float = 5) -> float:
+    """Wait until the backends hold `count` requests in flight on two polls in
+    a row, so a health check or a scrape passing through is not taken for one."""
+    polls: list[bool] = []
+
+    def held() -> bool:
+        polls.append(requests_in_flight(backends) >= count)
+        return polls[-2:] == [True, True]
+
+    return wait_until(held, timeout, interval=0.05, what=f"{count} requests in flight on the lab backends")
+
+
+# --- clients ------------------------------------------------------------------------
+
+def tls_context(ca_cert: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_cert)
+
+
+def ws_url(https_url: str, path: str = "/ws") -> str:
+    return https_url.replace("https://", "wss://", 1) + path
+
+
+class ClientIPs:
+    """Fresh fake client addresses, each in its own /24 (ip_hash hashes the /24).
+
+    Taken from 198.18.0.0/15 (RFC 2544, benchmarking): never a real client.
+    The start is random so a rerun within a few seconds does not meet the
+    limit state a previous run left in NGINX's zones.
+    """
+
+    def __init__(self) -> None:
+        self._next = itertools.count(random.randrange(0, 400))
+        self._lock = threading.Lock()
+
+    def take(self) -> str:
+        with self._lock:
+            n = next(self._next) % 512
+        return f"198.{18 + n // 256}.{n % 256}.7"
+
+
+# --- load ---------------------------------------------------------------------------
+
+IDEMPOTENT = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
+
+
+def _new_connection_interval() -> float:
+    """A third of HAProxy's per-client connection rate (the role's default)."""
+    import yaml
+    defaults = yaml.safe_load((ROOT / "roles/haproxy_lb/defaults/main.yml").read_text())
+    period = float(str(defaults["haproxy_lb_client_connection_rate_period"]).removesuffix("s"))
+    return 3 * period / defaults["haproxy_lb_client_max_connection_rate"]
+
+
+NEW_CONNECTION_INTERVAL = _new_connection_interval()
+
+
+class Outcome(NamedTuple):
+    at: float          # time.time() when answered (or when it failed)
+    instance: str      # X-Backend-Instance, "" when none
+    status: str        # the HTTP status, or the exception's name
+    request_id: str    # the X-Request-ID sent (the access log's request_id)
+
+
+@dataclass
+class LoadReport:
+    requests: int = 0
+    failures: list[str] = field(default_factory=list)
+    # Idempotent requests resent once because the connection closed before
+    # any answer (a reload closing idle keep-alive connections).
+    resent_after_close: int = 0
+    ws_messages: int = 0
+    ws_failures: list[str] = field(default_factory=list)
+    # Every HTTP request, in the order answered.
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def between(self, start: float, end: float) -> list[Outcome]:
+        """The requests answered in [start, end) (time.time() values)."""
+        return [o for o in self.outcomes if start <= o.at < end]
+
+
+class LoadGenerator:
+    """Steady requests plus long-lived WebSockets against one load balancer,
+    every request's outcome recorded (`report.outcomes`).
+
+    HTTP workers reuse keepalive connections (what browsers do);
+    `new_connection_workers` open a new connection per request, so a reload
+    is met on its listening socket too.  Each request carries a fresh client
+    address and an X-Request-ID starting with `marker` (to find it in an
+    access log).  Each WebSocket sends a message every 0.2 s and expects its
+    echo from the instance that greeted it.  Everything stops by itself
+    after `max_seconds`, whatever the caller does.
+
+    `ips` is a ClientIPs, or any function that returns a fresh address (a
+    module with its own range of client addresses).  `resend_after_close`:
+    resend an idempotent request once when its connection closed before any
+    answer (what reload tests allow); off, that is a failure.
+    """
+
+    def __init__(self, base_url: str, ca_cert: str, ips: ClientIPs | Callable[[], str], *,
+                 http_workers: int = 3, websockets: int = 3, new_connection_workers: int = 0,
+                 path: str = "/api/load", method: str = "GET", max_seconds: float = 120.0,
+                 timeout: float = 10.0, interval: float = 0.02, resend_after_close: bool = True) -> None:
+        self.base_url, self.ca_cert, self.path = base_url, ca_cert, path
+        self.client_ip: Callable[[], str] = ips.take if isinstance(ips, ClientIPs) else ips
+        self.method, self.timeout, self.interval = method, timeout, interval
+        self.resend_after_close = resend_after_close
+        self.http_workers, self.websockets = http_workers, websockets
+        self.new_connection_workers = new_connection_workers
+        self.marker = f"load-{uuid.uuid4().hex[:12]}"
+        self.deadline = time.monotonic() + max_seconds
+        self.report = LoadReport()
+        self._ids = itertools.count()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._ws_ready = threading.Barrier(websockets + 1) if websockets else None
+
+    def _running(self) -> bool:
+        return not self._stop.is_set() and time.monotonic() < self.deadline
+
+    def answered_since(self, start: float) -> int:
+        """Requests answered (whatever the answer) since time.time() `start`."""
+        with self._lock:
+            return len(self.report.between(start, float("inf")))
+
+    def wait_for_answers(self, count: int, since: float = 0.0, timeout: float = 30.0) -> float:
+        """Wait until `count` requests were answered after `since` (time.time()):
+        the load is running, or running on what a change just started."""
+        return wait_until(lambda: self.answered_since(since) >= count, timeout, interval=0.05,
+                          what=f"{count} requests answered by {self.base_url}")
+
+    def _send(self, client: httpx.Client) -> tuple[Outcome, str | None, bool]:
+        # A new client address per request keeps the load under the
+        # per-IP rate limit, which is not what this load measures.
+        request_id = f"{self.marker}-{next(self._ids):06d}"
+        headers = {"x-forwarded-for": self.client_ip(), "x-request-id": request_id}
+        retried = False
+        try:
+            try:
+                r = client.request(self.method, self.path, headers=headers)
+            except httpx.RemoteProtocolError:
+                # A reload closes idle keep-alive connections; one that
+                # closes just as a request goes out gets no answer.
+                # Browsers and HTTP libraries resend an idempotent
+                # request then (RFC 9110, 9.2.2); so does this client,
+                # and the report counts it.  A POST is not resent.
+                if not self.resend_after_close or self.method not in IDEMPOTENT:
+                    raise
+                retried = True
+                r = client.request(self.method, self.path, headers=headers)
+            problem = None if r.status_code == 200 else f"HTTP {r.status_code}"
+            outcome = Outcome(time.time(), r.headers.get("x-backend-instance", ""), str(r.status_code), request_id)
+        except httpx.HTTPError as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            outcome = Outcome(time.time(), "", type(exc).__name__, request_id)
+        return outcome, problem, retried
+
+    def _http_worker(self, keep_alive: bool = True) -> None:
+        limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
+        # The pacing interval is the input here, not a wait for a state.  A
+        # worker that opens a connection per request stays at a third of the
+        # per-client connection rate HAProxy allows.
+        interval = self.interval if keep_alive else NEW_CONNECTION_INTERVAL
+        with httpx.Client(base_url=self.base_url, verify=tls_context(self.ca_cert), timeout=self.timeout,
+                          limits=limits) as client:
+            while self._running():
+                outcome, problem, retried = self._send(client)
+                with self._lock:
+                    self.report.requests += 1
+                    self.report.outcomes.append(outcome)
+                    self.report.resent_after_close += retried
+                    if problem:
+                        self.report.failures.append(problem)
+                time.sleep(interval)
+
+    def _ws_session(self, n: int) -> None:
+        asyncio.run(self._ws_session_async(n))
+
+    async def _ws_session_async(self, n: int) -> None:
+        # asyncio's client, not the threaded sync one: see the ws_connect import.
+        try:
+            async with ws_connect(ws_url(self.base_url), ssl=tls_context(self.ca_cert),
+                                  additional_headers={"x-forwarded-for": self.client_ip()},
+                                  open_timeout=10) as ws:
+                hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                await asyncio.to_thread(self._ws_ready.wait, timeout=15)
+                i = 0
+                while self._running():
+                    await ws.send(f"{n}-{i}")
+                    echo = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if echo.get("data") != f"{n}-{i}" or echo.get("instance") != hello["instance"]:
+                        raise AssertionError(f"unexpected echo {echo} after hello {hello}")
+                    with self._lock:
+                        self.report.ws_messages += 1
+                    i += 1
+                    await asyncio.sleep(0.2)
+        except Exception as exc:  # noqa: BLE001 - every way a session can end early is a dropped WebSocket
+            with self._lock:
+                self.report.ws_failures.append(f"websocket {n}: {type(exc).__name__}: {exc}")
+            if self._ws_ready and not self._ws_ready.broken:
+                self._ws_ready.abort()
+
+    def __enter__(self) -> LoadGenerator:
+        targets = [self._http_worker] * self.http_workers
+        targets += [lambda: self._http_worker(keep_alive=False)] * self.new_connection_workers
+        targets += [lambda n=n: self._ws_session(n) for n in range(self.websockets)]
+        self._threads = [threading.Thread(target=t, daemon=True) for t in targets]
+        for t in self._threads:
+            t.start()
+        if self._ws_ready:
+            # Only measure once every WebSocket is open.
+            self._ws_ready.wait(timeout=15)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=self.timeout + 5)

@@ -5,20 +5,19 @@ backends) through its client-side balancer (AUTOMATA_AI_POOL, set by
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nginx_lab import https, ips, trusted_gateway  # noqa: F401  (fixtures)
+from labkit import lab_policy, wait_until
 
-# The edges limit /api/ per client and per second (the traffic policy's
-# rate.per_second).  Each call announces a fresh client address through the
-# trusted gateway; should a limit still answer 429 (a shared address), the
-# call waits out one window and asks again.
-RATE_WINDOW = 1.0
+# The edges limit /api/ per client (the traffic policy's rate.per_second).
+# Each call announces a fresh client address through the trusted gateway;
+# should a limit still answer 429 (a shared address), the call asks again
+# once a token has refilled, until one passes.
+REFILL = 1 / lab_policy().traffic_class("api").rate.per_second
 CALLS = 12
 
 
@@ -30,12 +29,15 @@ def lb_tries(backend: dict) -> float:
 
 
 def call(client: httpx.Client, headers: dict | None = None) -> httpx.Response:
-    for _ in range(10):
-        r = client.get("/api/ai/lab-probe", params={"seconds": 0}, headers=headers or {})
-        if r.status_code != 429:
-            return r
-        time.sleep(RATE_WINDOW)  # the limit's own window is the input here
-    return r
+    answers: list[httpx.Response] = []
+
+    def passed() -> bool:
+        answers.append(client.get("/api/ai/lab-probe", params={"seconds": 0}, headers=headers or {}))
+        return answers[-1].status_code != 429
+
+    # The poll interval is the limit's refill interval: time is the input.
+    wait_until(passed, timeout=10 * REFILL + 5, interval=REFILL, what="a call the rate limit lets through")
+    return answers[-1]
 
 
 def check_two_hops(responses: list[httpx.Response], lab: dict, stable_backends: list[dict]) -> None:
@@ -80,14 +82,17 @@ def test_haproxy_edge_api_ai_path_goes_through_the_client_side_balancer(edge, ip
 def ai_pool_of(backend: dict, timeout: float = 45.0) -> dict:
     """The ai_pool component of /health/detailed; polls, because another
     test may have a backend stopped for a moment."""
-    deadline = time.monotonic() + timeout
-    while True:
+    detailed: list[dict] = []
+
+    def answered() -> bool:
         try:
-            r = httpx.get(f"{backend['endpoints']['app']}/health/detailed", timeout=5)
-            return r.json()["components"]["ai_pool"]
+            detailed.append(httpx.get(f"{backend['endpoints']['app']}/health/detailed", timeout=5).json())
         except httpx.TransportError:
-            assert time.monotonic() < deadline, f"{backend['name']} did not answer"
-            time.sleep(0.5)
+            return False
+        return True
+
+    wait_until(answered, timeout, interval=0.5, what=f"{backend['name']} answering /health/detailed")
+    return detailed[-1]["components"]["ai_pool"]
 
 
 def test_every_lab_backend_reports_its_ai_pool(lab, stable_backends):

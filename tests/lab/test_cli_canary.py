@@ -25,9 +25,8 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
-from haproxy_lab import node, wait_for, wait_until_settled
-from labkit import INVENTORY, run_playbook
-from nginx_lab import ClientIPs, LoadGenerator
+from haproxy_lab import wait_until_settled
+from labkit import INVENTORY, ClientIPs, LoadGenerator, node, run_playbook, wait_until
 from test_cli_status import CLI, cli, cli_json
 
 from automata_lb import canary, lab_ops, targets
@@ -103,7 +102,7 @@ def healthy(lab, edge, ca_cert):
     nginx_load, haproxy_load = _loads(edge, ca_cert)
     with restored(lab), nginx_load, haproxy_load:
         first = _start("v2", "--steps", ",".join(map(str, STEPS)), "--interval", f"{INTERVAL}s")
-        wait_for(lambda: ((r := _rollout()) and r.phase == "stepping" and r.weight == 50) or first.poll() is not None,
+        wait_until(lambda: ((r := _rollout()) and r.phase == "stepping" and r.weight == 50) or first.poll() is not None,
                  240)
         first.kill()  # SIGKILL: no handler runs, the record stays as the last transition wrote it
         first.wait(10)
@@ -143,13 +142,7 @@ def test_resume_finishes_the_rollout_and_promotes(healthy):
 
 def test_the_inventory_and_the_nodes_agree_afterwards(healthy):
     result = healthy["converged"]
-    tasks, task = [], None
-    for line in result.output.splitlines():
-        if line.startswith(("TASK [", "RUNNING HANDLER [")):
-            task = line.split("[", 1)[1].split("]", 1)[0]
-        elif line.startswith("changed: "):
-            tasks.append((task, line))
-    assert result.rc == 0 and set(result.changed.values()) == {0}, (result.changed, tasks)
+    assert result.rc == 0 and set(result.changed.values()) == {0}, (result.changed, result.changed_tasks)
 
 
 @pytest.mark.parametrize("lb", ["nginx", "haproxy"])
@@ -157,10 +150,10 @@ def test_each_step_sends_its_weight_to_the_canary(healthy, lb):
     report = healthy[lb]
     measured = []
     for weight, start, end in _step_windows(healthy["rollout"]):
-        served = [o for o in report.between(start, end) if o[1]]
+        served = [o for o in report.between(start, end) if o.instance]
         if len(served) < 100:
             continue
-        share = 100 * sum(o[1] == "canary-1" for o in served) / len(served)
+        share = 100 * sum(o.instance == "canary-1" for o in served) / len(served)
         measured.append((weight, round(share, 1), len(served)))
     print(f"{lb}: (weight, measured canary share %, requests) {measured}")
     assert {w for w, _, _ in measured} >= set(STEPS), measured
@@ -181,7 +174,7 @@ def test_a_failing_canary_is_rolled_back_by_itself(lab_restored, lab, edge, ca_c
     nginx_load, haproxy_load = _loads(edge, ca_cert)
     with nginx_load, haproxy_load:
         proc = _start("v-bad", "--steps", ",".join(map(str, STEPS)), "--interval", f"{INTERVAL}s")
-        wait_for(lambda: (r := _rollout()) and r.release == "v-bad" and r.phase == "stepping", 180)
+        wait_until(lambda: (r := _rollout()) and r.release == "v-bad" and r.phase == "stepping", 180)
         fault_at = time.time()
         httpx.put(f"{admin}/fault", json={"error_rate": 1.0, "error_status": 500}, timeout=5).raise_for_status()
         out, _ = proc.communicate(timeout=300)
@@ -192,16 +185,20 @@ def test_a_failing_canary_is_rolled_back_by_itself(lab_restored, lab, edge, ca_c
                        and e["time"] > fault_at)
     to_rollback = weight_zero - fault_at
     reports = (nginx_load.report, haproxy_load.report)
-    failed = [o for r in reports for o in r.outcomes if o[2] != "200"]
+    failed = [o for r in reports for o in r.outcomes if o.status != "200"]
     rate = sum(len(r.between(fault_at, weight_zero)) for r in reports) / max(to_rollback, 1)
     budget = STEPS[0] / 100 * rate * (to_rollback + 2)
     print(f"rolled back {to_rollback:.1f}s after the fault; the canary failed {len(failed)} requests "
           f"(weight x rate x time = {budget:.0f}); reason: {rollout.reason}")
-    assert to_rollback <= 2 * INTERVAL
+    # Caught by the analysis that followed the fault, or the one after it
+    # (its window may still hold mostly healthy traffic): at most one step
+    # passed between the fault and the rollback.
+    passed_after_fault = [e for e in rollout.events if e["what"] == "passed" and fault_at < e["time"] < weight_zero]
+    assert len(passed_after_fault) <= 1, passed_after_fault
     # Only the canary failed anything (its 500s, and the 503s its own breaker
     # answers once they pile up), and only until its weight went to 0.  The
     # load balancers retry some of them elsewhere, so clients see fewer.
-    assert all(o[1] == "canary-1" and o[2].startswith("5") and o[0] <= weight_zero + 2 for o in failed), failed[:10]
+    assert all(o.instance == "canary-1" and o.status.startswith("5") and o.at <= weight_zero + 2 for o in failed), failed[:10]
     assert 0 < len(failed) <= 1.5 * budget + 5
     rollback_event = next(e for e in rollout.events if e["what"] == "rolling-back")
     assert rollback_event["analysis"]["verdict"] == "fail"
@@ -216,12 +213,12 @@ def test_without_traffic_the_analysis_waits_instead_of_promoting(lab_restored):
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert rollout.phase == "paused" and rollout.step == 0 and rollout.weight == 10
     assert "canary requests" in rollout.reason and not any(e["what"] == "passed" for e in rollout.events)
-    rc, status = cli_json("canary-status")
+    _rc, status = cli_json("canary-status")
     assert "paused at step 1 of 2 (10%)" in status["summary"]
     aborted = cli("canary-abort", timeout=300)
     assert aborted.returncode == 0, aborted.stdout + aborted.stderr
     assert _rollout().phase == "rolled-back"
-    rc, status = cli_json("canary-status")
+    _rc, status = cli_json("canary-status")
     weights = _weights(status)
     assert len(weights) == 4 and set(weights.values()) == {0}, weights
 

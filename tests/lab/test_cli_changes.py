@@ -19,9 +19,8 @@ from collections import Counter
 
 import httpx
 import pytest
-from haproxy_lab import node, wait_for, wait_until_settled
-from labkit import INVENTORY
-from nginx_lab import ClientIPs, LoadGenerator, tls_context, ws_url
+from haproxy_lab import wait_until_settled
+from labkit import INVENTORY, ClientIPs, LoadGenerator, node, tls_context, wait_until, ws_url
 from test_cli_status import CLI, cli, cli_json
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -61,7 +60,7 @@ class WebSocketWatch:
                         while json.loads(await asyncio.wait_for(ws.recv(), 10)).get("data") != f"{n}":
                             pass
                         self.echoes += 1
-                        await asyncio.sleep(0.3)
+                        await asyncio.sleep(0.3)  # pacing: a message every 0.3 s
                     return
             except ConnectionClosed as closed:
                 self.ended.append((instance, closed.rcvd.code if closed.rcvd else None))
@@ -133,7 +132,7 @@ def test_releases_are_what_each_step_asked(lab, changes):
     steps, *_ = changes
     assert "canary-1: drain, replace canary -> v2" in steps["canary-deploy"][1]
     assert "backend-1: drain, replace v3 -> stable" in steps["rollback-update"][1]
-    rc, doc = cli_json("status")
+    _rc, doc = cli_json("status")
     versions = {s["server"]: s["version"] for s in doc["servers"]}
     assert versions == {b["name"]: b["version"] for b in lab["backends"]}
 
@@ -174,8 +173,8 @@ def test_the_lab_autoscaler_grows_under_load_and_shrinks_after_the_cool_down(lab
             # 12 calls of 2 s always in flight: 4 per instance against a target of 3.
             with LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), http_workers=12,
                                websockets=0, path="/ai/slow?seconds=2", max_seconds=150) as slow:
-                wait_for(lambda: _stable_count() == 4, timeout=150, interval=1)
-            wait_for(lambda: _stable_count() == 3, timeout=150, interval=1)
+                wait_until(lambda: _stable_count() == 4, timeout=150, interval=1)
+            wait_until(lambda: _stable_count() == 3, timeout=150, interval=1)
     finally:
         cli("disable-auto-scale")
         output = scaler.communicate(timeout=120)[0]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from haproxy_lab import health_settings, node, wait_for, wait_until_settled
-from nginx_lab import ClientIPs, tls_context
+from haproxy_lab import health_settings, wait_until_settled
+from labkit import ClientIPs, node, tls_context, wait_until
 
 from lab.podman import podman
 
@@ -74,7 +74,7 @@ def test_a_backend_stopped_behind_the_clis_back_is_reported_down(lab):
         failing = {c["component"].split()[0] for c in doc["checks"] if not c["ok"]}
         assert failing == {"backend-2"}
         # HAProxy marks it DOWN after `fall` failed checks `inter` apart.
-        wait_for(lambda: cli_json("status")[1]["servers"][1]["state"].startswith("DOWN"),
+        wait_until(lambda: cli_json("status")[1]["servers"][1]["state"].startswith("DOWN"),
                  timeout=settings.inter * (settings.fall + 1) + 10, interval=1)
         rc, doc = cli_json("status")
         assert rc == 1
@@ -99,7 +99,7 @@ def test_bad_arguments_exit_with_a_message_naming_them(args, message):
 def test_the_canary_share_status_reports_is_what_both_load_balancers_send(lab, edge, ca_cert):
     """2,000 requests to /api/ through each load balancer: the canary's share
     is the policy's within 3 points (binomial spread at 10%: 0.7 points)."""
-    rc, doc = cli_json("status")
+    _rc, doc = cli_json("status")
     share = {e["haproxy"]["canary_percent"] for e in doc["edges"]}
     assert share == {10}
     ips = ClientIPs()

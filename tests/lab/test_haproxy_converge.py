@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
-import time
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from haproxy_lab import CONFIG, WebSocketSession, haproxy_playbook, node, runtime
-from labkit import lab_policy_overrides
+from haproxy_lab import CONFIG, WebSocketSession, haproxy_load, haproxy_playbook, runtime, wait_for_new_worker_traffic
+from labkit import LoadReport, lab_policy_overrides, node
 from traffic.model import deep_merge
 
 LOAD_CLIENTS = 4
@@ -55,70 +53,29 @@ def edge1(apply_haproxy):
     assert restored.rc == 0, restored.output[-3000:]
 
 
-class Load:
-    """Keep-alive clients plus one client opening a new connection per request,
-    so both an idle-connection handover and the listening socket are exercised."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.stop = threading.Event()
-        self.ok = 0
-        self.failures: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(True,)) for _ in range(LOAD_CLIENTS)]
-        self.threads.append(threading.Thread(target=self._run, args=(False,)))
-
-    def _run(self, keep_alive: bool) -> None:
-        deadline = time.monotonic() + MAX_LOAD_SECONDS
-        limits = httpx.Limits(max_keepalive_connections=1 if keep_alive else 0)
-        with httpx.Client(base_url=self.base_url, timeout=5, limits=limits) as client:
-            while not self.stop.is_set() and time.monotonic() < deadline:
-                try:
-                    response = client.get("/health")
-                    error = None if response.status_code == 200 else f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    error = repr(exc)
-                with self.lock:
-                    if error:
-                        self.failures.append(error)
-                    else:
-                        self.ok += 1
-                if not keep_alive:
-                    time.sleep(0.1)  # well under the per-client connection rate limit
-
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
-
-
 @dataclass
 class Reloaded:
     result: object
-    load: Load
+    load: LoadReport
     echoes_after: list[str]
     pids_before: tuple[str, str]
     pids_after: tuple[str, str]
 
 
 @pytest.fixture(scope="module")
-def reloaded(edge1, edge, apply_haproxy) -> Reloaded:
+def reloaded(edge1, edge, ca_cert, apply_haproxy) -> Reloaded:
     """Apply a change (canary share 10 -> 20, a TLS listener added) while a
     load generator runs and three WebSockets are open."""
     url = edge["endpoints"]["haproxy_http"]
     sessions = [WebSocketSession(url.replace("http://", "ws://") + "/ws") for _ in range(3)]
     pids_before = _pids(edge1)
     try:
-        with Load(url) as load:
-            time.sleep(1)
+        with haproxy_load(url, ca_cert, clients=LOAD_CLIENTS, max_seconds=MAX_LOAD_SECONDS) as load:
+            load.wait_for_answers(50)
             result = apply_haproxy({"traffic_policy_overrides": deep_merge(lab_policy_overrides(), {"canary": {"share": 20}}),
                                     "haproxy_lb_binds": TLS_BINDS})
-            time.sleep(2)  # traffic on the new worker too
+            if result.rc == 0:
+                wait_for_new_worker_traffic(edge1, int(pids_before[1]))
         # Opened before the reload, still served by the old worker.
         echoes = []
         for n, session in enumerate(sessions):
@@ -130,14 +87,14 @@ def reloaded(edge1, edge, apply_haproxy) -> Reloaded:
     finally:
         for session in sessions:
             session.close()
-    print(f"reload under load: {load.ok} requests, {len(load.failures)} failed")
-    return Reloaded(result, load, echoes, pids_before, _pids(edge1))
+    print(f"reload under load: {load.report.requests} requests, {len(load.report.failures)} failed")
+    return Reloaded(result, load.report, echoes, pids_before, _pids(edge1))
 
 
 def test_reload_under_load_drops_nothing(reloaded):
     assert reloaded.result.rc == 0, reloaded.result.output[-3000:]
     assert reloaded.load.failures == [], reloaded.load.failures[:10]
-    assert reloaded.load.ok > 100
+    assert reloaded.load.requests > 100
     assert reloaded.echoes_after == ["ok"] * 3
 
 

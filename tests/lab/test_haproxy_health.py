@@ -11,8 +11,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from haproxy_lab import health_settings, node, server_states, wait_for, wait_until_settled
-from labkit import lab_policy
+from haproxy_lab import health_settings, server_states, wait_until_settled
+from labkit import lab_policy, node, wait_until
 
 POLICY = lab_policy()
 BACKENDS = [c.name for c in POLICY.classes] + [c.name + "_canary" for c in POLICY.classes if c.canary]
@@ -36,7 +36,7 @@ def test_failing_health_check_takes_the_instance_out_and_back(edge1, settings, f
     up_bound = settings.inter * (settings.rise + 1) + SLACK
 
     fault("backend-3", health="fail")
-    took = wait_for(lambda: server_states(edge1, "api")["backend-3"].status.startswith("DOWN"),
+    took = wait_until(lambda: server_states(edge1, "api")["backend-3"].status.startswith("DOWN"),
                     timeout=down_bound)
     print(f"backend-3 left rotation after {took:.1f}s (bound inter x (fall+1) = {down_bound:.1f}s)")
     assert server_states(edge1, "api")["backend-3"].check_status == "L7STS"
@@ -47,7 +47,7 @@ def test_failing_health_check_takes_the_instance_out_and_back(edge1, settings, f
     assert "backend-3" not in seen
 
     fault("backend-3", health="ok")
-    took = wait_for(lambda: server_states(edge1, "api")["backend-3"].status == "UP", timeout=up_bound)
+    took = wait_until(lambda: server_states(edge1, "api")["backend-3"].status == "UP", timeout=up_bound)
     print(f"backend-3 back after {took:.1f}s (bound inter x (rise+1) = {up_bound:.1f}s)")
 
 
@@ -77,10 +77,10 @@ def test_circuit_breaker_marks_a_failing_instance_down_and_recovers(edge1, setti
     admin = next(b for b in lab["backends"] if b["name"] == "backend-2")["endpoints"]["admin"]
     httpx.delete(f"{admin}/fault", timeout=5).raise_for_status()
     up_bound = settings.inter * (settings.rise + 1) + SLACK
-    wait_for(lambda: server_states(edge1, "ai")["backend-2"].status == "UP", timeout=up_bound)
+    wait_until(lambda: server_states(edge1, "ai")["backend-2"].status == "UP", timeout=up_bound)
     with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
         def served_by_backend2() -> bool:
             r = client.get("/ai/breaker", params={"seconds": 0})
             assert r.status_code == 200
             return r.headers["x-backend-instance"] == "backend-2"
-        wait_for(served_by_backend2, timeout=settings.slowstart + SLACK, interval=0.05)
+        wait_until(served_by_backend2, timeout=settings.slowstart + SLACK, interval=0.05)

@@ -14,8 +14,8 @@ import time
 import httpx
 import pytest
 
-from haproxy_lab import node, runtime, wait_for
-from labkit import lab_policy
+from haproxy_lab import runtime
+from labkit import lab_policy, node, wait_until
 from traffic import haproxy as haproxy_render
 from traffic.model import RateLimit
 
@@ -49,7 +49,8 @@ def test_request_after_rate_plus_burst_gets_429(edge, cls, path):
         # Another class has its own bucket: not limited by this one.
         other = "/auth/other" if cls != "auth" else "/api/other"
         assert c.get(other, headers=who).status_code != 429
-        # One interval later a token is back (time is the input here).
+        # One refill interval of the policy's rate later a token is back
+        # (time is the input here, derived from the rate).
         time.sleep(1.5 / rate.per_second + 0.05)
         assert c.get(path, headers=who).status_code != 429
 
@@ -80,7 +81,7 @@ def test_connection_flood_is_cut_off_and_recovers(edge, lab):
 
     def served() -> bool:
         return edge2.run(f"curl -s -o /dev/null -m 2 -w '%{{http_code}}' {url}").stdout == "200"
-    took = wait_for(served, timeout=20, interval=1)
+    took = wait_until(served, timeout=20, interval=1)
     print(f"flood over: served again after {took:.1f}s")
 
 

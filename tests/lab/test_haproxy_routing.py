@@ -9,15 +9,14 @@ network's gateway (one client address): paths without a rate limit
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from haproxy_lab import WebSocketSession, instances, node, wait_until_settled
-from labkit import lab_policy
+from haproxy_lab import WebSocketSession, instances, server_states, wait_until_settled
+from labkit import lab_policy, node, wait_until
 
 POLICY = lab_policy()
 BACKENDS = [c.name for c in POLICY.classes] + [c.name + "_canary" for c in POLICY.classes if c.canary]
@@ -65,7 +64,9 @@ def test_least_connections_avoids_the_busy_instance(client):
     worker = threading.Thread(target=slow)
     worker.start()
     try:
-        time.sleep(0.5)  # the slow request is on its server
+        # The slow request is on its server (HAProxy's own session count).
+        wait_until(lambda: sum(s.sessions for s in server_states(node("edge-1"), "auth").values()) >= 1,
+                   timeout=3, interval=0.05, what="the slow auth request on a server")
         quick = instances(client, "/auth/quick", 4)
     finally:
         worker.join(timeout=10)

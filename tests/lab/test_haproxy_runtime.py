@@ -9,8 +9,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from haproxy_lab import CONFIG, WebSocketSession, node, runtime, server_states, wait_until_settled
-from labkit import lab_policy
+from haproxy_lab import CONFIG, WebSocketSession, runtime, server_states, wait_until_settled
+from labkit import lab_policy, node
 
 POLICY = lab_policy()
 BACKENDS = [c.name for c in POLICY.classes] + [c.name + "_canary" for c in POLICY.classes if c.canary]

@@ -31,7 +31,7 @@ def test_maxconn_fits_the_descriptor_limit(host):
     info = _info(host)
     worker = host.run("pgrep -P $(systemctl show -p MainPID --value haproxy) haproxy | tail -1").stdout.strip()
     limits = host.file(f"/proc/{worker}/limits").content_string
-    soft = int(next(l for l in limits.splitlines() if l.startswith("Max open files")).split()[3])
+    soft = int(next(line for line in limits.splitlines() if line.startswith("Max open files")).split()[3])
     # HAProxy sizes its descriptor needs from maxconn (Maxsock); that must
     # fit the limit kernel_tuning gave the service, or accept() fails under load.
     assert int(info["Maxsock"]) <= soft, (info["Maxsock"], soft)
@@ -54,7 +54,7 @@ def test_log_line_names_frontend_backend_server_and_timings(host, lab):
         httpx.get(f"{edge['endpoints']['haproxy_http']}{prefix}{marker}", params={"seconds": 0}, timeout=5)
     logs = host.run(f"journalctl -u haproxy --no-pager --since -2min -g {marker}").stdout
     for prefix, backend in routes.items():
-        line = next((l for l in logs.splitlines() if f"{prefix}{marker}" in l), None)
+        line = next((entry for entry in logs.splitlines() if f"{prefix}{marker}" in entry), None)
         assert line, logs
         # "public api/backend-2 0/0/1/3/4 200 ... ---- ..." : frontend,
         # backend/server, Treq/Twait/Tconnect/Tresp/Ttotal, status, termination state.

@@ -31,9 +31,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from haproxy_lab import node, runtime, server_states, wait_until_settled
-from labkit import ROOT
-from nginx_lab import ClientIPs, trusted_gateway  # noqa: F401 (a fixture)
+from haproxy_lab import runtime, server_states, wait_until_settled
+from labkit import ROOT, ClientIPs, node
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 

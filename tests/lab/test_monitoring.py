@@ -14,8 +14,8 @@ import re
 import httpx
 import pytest
 import yaml
-from haproxy_lab import node, wait_for, wait_until_settled
-from nginx_lab import ClientIPs, LoadGenerator, tls_context
+from haproxy_lab import wait_until_settled
+from labkit import ClientIPs, LoadGenerator, node, tls_context, wait_until
 
 from lab import topology
 from lab.monitoring import OVERRIDES, ready
@@ -117,7 +117,7 @@ def traffic(lab, clients, prom):
     assert any(s >= 500 for s in statuses), f"no 5xx reached the client: {statuses}"
     # rate() needs two samples of a series inside its window: wait for the
     # second scrape of the counters these requests created.
-    wait_for(lambda: all(prom.query(f"count_over_time(nginx_log_requests_total{{{s}}}[{RATE_INTERVAL}]) >= 2")
+    wait_until(lambda: all(prom.query(f"count_over_time(nginx_log_requests_total{{{s}}}[{RATE_INTERVAL}]) >= 2")
                          for s in ('status="429"', 'status=~"5.."')), timeout=60, interval=1)
 
 
@@ -130,7 +130,7 @@ def test_prometheus_scrapes_every_tier(prom):
         seen = {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in prom.targets()}
         return seen.keys() == expected and set(seen.values()) == {"up"}
 
-    wait_for(all_up, timeout=90, interval=1)
+    wait_until(all_up, timeout=90, interval=1)
 
 
 def test_backends_carry_their_version(prom):
@@ -139,7 +139,7 @@ def test_backends_carry_their_version(prom):
 
 
 def test_every_alert_rule_is_loaded_and_evaluates(prom):
-    wait_for(lambda: all(r["health"] != "unknown" for r in prom.rules()), timeout=60, interval=1)
+    wait_until(lambda: all(r["health"] != "unknown" for r in prom.rules()), timeout=60, interval=1)
     loaded = {r["name"]: r for r in prom.rules()}
     assert set(loaded) == set(rules.ALERTS)
     for name, rule in loaded.items():
@@ -162,13 +162,13 @@ def test_a_stopped_backend_fires_its_alert(prom, scrape, lab):
     podman("stop", "-t", "40", victim["container"])  # SIGTERM: the backend drains, then exits
     try:
         bound = _firing_bound("BackendInstanceDown", scrape)
-        took = wait_for(lambda: prom.alert_state("BackendInstanceDown", instance="backend-3") == "firing",
+        took = wait_until(lambda: prom.alert_state("BackendInstanceDown", instance="backend-3") == "firing",
                         timeout=bound, interval=1)
         print(f"BackendInstanceDown fired {took:.1f}s after the stop (bound {bound:.0f}s)")
         assert prom.alert_state("BackendInstanceDown", instance="backend-1") == "inactive"
     finally:
         podman("start", victim["container"])
-        wait_for(lambda: prom.query('up{instance="backend-3"} == 1'), timeout=90, interval=1)
+        wait_until(lambda: prom.query('up{instance="backend-3"} == 1'), timeout=90, interval=1)
         for host in edges:
             wait_until_settled(host, HAPROXY_BACKENDS)
 
@@ -183,10 +183,10 @@ def test_a_5xx_burst_fires_the_error_ratio_alerts(prom, scrape, edge, ca_cert, l
                          websockets=0, path="/api/items", method="POST", max_seconds=bound + 30)
     try:
         with load:
-            took = wait_for(lambda: prom.alert_state("BackendHigh5xxRatio", instance="backend-2") == "firing",
+            took = wait_until(lambda: prom.alert_state("BackendHigh5xxRatio", instance="backend-2") == "firing",
                             timeout=bound, interval=1)
             print(f"BackendHigh5xxRatio fired {took:.1f}s after the fault (bound {bound:.0f}s)")
-            wait_for(lambda: prom.alert_state("NginxHigh5xxRatio", **{"class": "api"}) == "firing",
+            wait_until(lambda: prom.alert_state("NginxHigh5xxRatio", **{"class": "api"}) == "firing",
                      timeout=bound, interval=1)
         assert load.report.failures, "no request failed while backend-2 answered 500"
         for healthy in ("backend-1", "backend-3"):

@@ -12,8 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from labkit import lab_policy
-from nginx_lab import https, ips, tls_context, trusted_gateway  # noqa: F401 (fixtures)
+from labkit import lab_policy, tls_context
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 # The traffic policy the lab runs (traffic/policy.yml + the lab's overrides).

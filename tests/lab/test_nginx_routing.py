@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from nginx_lab import (DEFAULTS, access_log, https, instance, ips, node, spread,  # noqa: F401
-                       tls_context, trusted_gateway, ws_connect, ws_url)  # (https, ips, trusted_gateway: fixtures)
+from labkit import node, tls_context, wait_for_requests_in_flight, ws_connect, ws_url
+from nginx_lab import DEFAULTS, access_log, instance, spread
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
@@ -37,7 +36,7 @@ def test_round_robin_spreads_requests_evenly(https, ips, stable_names):
     assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
-def test_auth_goes_to_the_least_busy_instance(https, ips, stable_names):
+def test_auth_goes_to_the_least_busy_instance(https, ips, stable_names, lab):
     # /auth/ was pinned per client /24 (ip_hash) before the traffic policy;
     # the policy makes it least connections on every tier (logins are
     # CPU-heavy and uneven), as HAProxy and the mesh already did.  Stickiness
@@ -45,7 +44,7 @@ def test_auth_goes_to_the_least_busy_instance(https, ips, stable_names):
     client = {"x-forwarded-for": ips.take()}
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(https.get, "/auth/slow", params={"delay": 3}, headers=client)
-        time.sleep(0.7)  # the slow request is in flight now
+        wait_for_requests_in_flight(lab["backends"], 1)  # the slow request
         fast = [https.get("/auth/fast", headers={"x-forwarded-for": ips.take()}) for _ in range(4)]
         busy = instance(slow.result())
     # (A request the canary dice sends to the canary pool is balanced there.)
@@ -53,11 +52,11 @@ def test_auth_goes_to_the_least_busy_instance(https, ips, stable_names):
     assert stable_fast and busy not in stable_fast, (busy, spread(fast))
 
 
-def test_least_conn_avoids_busy_instances(https, ips, stable_names):
+def test_least_conn_avoids_busy_instances(https, ips, stable_names, lab):
     client = {"x-forwarded-for": ips.take()}
     with ThreadPoolExecutor(2) as pool:
         slow = [pool.submit(https.get, "/api/compute/slow", params={"delay": 3}, headers=client) for _ in range(2)]
-        time.sleep(0.7)  # both slow requests are in flight now
+        wait_for_requests_in_flight(lab["backends"], 2)  # both slow requests
         fast = [https.get("/api/compute/fast", headers=client) for _ in range(6)]
         busy = {instance(f.result()) for f in slow}
     assert len(busy) == 2, "least_conn put both slow requests on one instance"
@@ -117,8 +116,7 @@ def test_request_id_is_kept_or_generated_and_logged(https, ips, edge, lab):
     generated = https.get("/api/rid", headers={"x-forwarded-for": ips.take()})
     assert len(generated.json()["headers"]["x-request-id"]) == 32
     # The structured access log carries the upstream that answered and its timing.
-    time.sleep(1.5)  # the log is flushed every second
-    [entry] = access_log(node(edge["name"]), mine)
+    [entry] = access_log(node(edge["name"]), mine, expect={mine})
     # Any backend: the canary share of /api/ may pick the canary.
     addresses = {f"{b['address']}:{b['port']}": b["name"] for b in lab["backends"]}
     assert addresses[entry["upstream_addr"]] == instance(r)

@@ -10,18 +10,18 @@ another.
 from __future__ import annotations
 
 import itertools
+import math
 import random
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
-from haproxy_lab import node, server_states, wait_for, wait_until_settled
-from labkit import lab_policy
-from nginx_lab import tls_context, ws_hello
+from lab.podman import podman
+
+from haproxy_lab import server_states, wait_until_settled
+from labkit import LoadGenerator, lab_policy, node, tls_context, wait_until
+from nginx_lab import ws_hello
 
 POLICY = lab_policy()
 LBS = ["nginx", "haproxy"]
@@ -133,68 +133,41 @@ def test_failed_idempotent_requests_are_retried_and_posts_are_not(http, fault, s
         assert [r.status_code for r in gets] == [200] * len(gets), lb
         assert "backend-2" not in {r.headers.get("x-backend-instance") for r in gets}, lb
         # HAProxy's circuit breaker took backend-2 out; let it come back.
-        wait_for(lambda: all(s.status == "UP" for s in server_states(settled_lbs, "api").values()), timeout=30)
-
-
-@dataclass
-class Stream:
-    """Steady idempotent requests (GET /api/...) to one LB, each its own client."""
-
-    url: str
-    verify: object
-    results: Counter = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(3)]
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 90  # bounded whatever happens
-        with httpx.Client(base_url=self.url, verify=self.verify, timeout=30) as c:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    r = c.get("/api/steady", headers={"x-forwarded-for": client_ip()})
-                    self.results[r.status_code] += 1
-                    if r.status_code != 200:
-                        self.failures.append(f"HTTP {r.status_code}")
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(0.03)
-
-    def __enter__(self) -> Stream:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=40)
+        wait_until(lambda: all(s.status == "UP" for s in server_states(settled_lbs, "api").values()), timeout=30)
 
 
 def test_a_backend_killed_under_load_costs_no_request_on_either(edge, lab, ca_cert, settled_lbs, http):
-    from lab.podman import podman
-
     victim = next(b for b in lab["backends"] if b["name"] == "backend-3")
-    streams = {lb: Stream(base_url(edge, lb), tls_context(ca_cert)) for lb in LBS}
+    # Steady idempotent requests to each LB, each its own client from this
+    # module's addresses; a connection closed unanswered is a failure here.
+    loads = {lb: LoadGenerator(base_url(edge, lb), ca_cert, client_ip, websockets=0, path="/api/steady",
+                               max_seconds=90, timeout=30, interval=0.03, resend_after_close=False) for lb in LBS}
     try:
-        with streams["nginx"], streams["haproxy"]:
-            time.sleep(2)
+        with loads["nginx"], loads["haproxy"]:
+            # Both streams reach the victim before it dies.
+            for load in loads.values():
+                wait_until(lambda load=load: any(o.instance == victim["name"] for o in load.report.outcomes), timeout=30)
             podman("kill", "--signal", "KILL", victim["container"])
-            # Until HAProxy's checks have taken it out, and a while after.
-            wait_for(lambda: server_states(settled_lbs, "api")["backend-3"].status.startswith("DOWN"), timeout=30)
-            time.sleep(3)
+            killed = time.time()
+            # Until HAProxy's checks have taken it out, and a while after:
+            # every LB has answered requests since then, none from the victim.
+            wait_until(lambda: server_states(settled_lbs, "api")["backend-3"].status.startswith("DOWN"), timeout=30)
+            down = time.time()
+            for load in loads.values():
+                load.wait_for_answers(100, since=down)
     finally:
         podman("start", victim["container"])  # never leave the lab short of a backend
-    for lb, stream in streams.items():
-        print(f"{lb}: {dict(stream.results)}, {len(stream.failures)} failed")
-        assert sum(stream.results.values()) > 50, lb
-        assert stream.failures == [], (lb, stream.failures[:5])
+    for lb, load in loads.items():
+        report = load.report
+        print(f"{lb}: {report.requests} requests, {len(report.failures)} failed")
+        assert report.requests > 50, lb
+        assert report.failures == [], (lb, report.failures[:5])
+        assert all(o.instance != victim["name"] for o in report.between(down, math.inf)), lb
+        assert report.between(killed, down), (lb, "no request while HAProxy's checks took the victim out")
     # Back on both: HAProxy's checks see it UP, NGINX sends it requests again.
-    wait_for(lambda: server_states(settled_lbs, "api")["backend-3"].status == "UP", timeout=60, interval=1)
-    wait_for(lambda: http["nginx"].get("/health").headers.get("x-backend-instance") == "backend-3",
-             timeout=60, interval=0.3)
+    wait_until(lambda: server_states(settled_lbs, "api")["backend-3"].status == "UP", timeout=60, interval=1)
+    wait_until(lambda: http["nginx"].get("/health").headers.get("x-backend-instance") == "backend-3",
+               timeout=60, interval=0.3)
 
 
 # --- one change, both load balancers, hitless ---------------------------------------

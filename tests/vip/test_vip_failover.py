@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 if os.environ.get("AUTOMATA_VIP_LAB") != "1":
     pytest.skip("the failover experiment is opt-in: AUTOMATA_VIP_LAB=1", allow_module_level=True)
@@ -30,6 +31,10 @@ from viplab import EDGES, PREFIX, VipLab, container, now, podman, prober, sh, wa
 MEASURED: dict[str, float | str] = {}
 # Health check: interval 1 s, fall 2 (role defaults); advertisements every 1 s.
 MOVE_WITHIN = 10.0
+# Probes answered in a row that mean "clients are served" (the prober sends
+# one every 50 ms: about a second).
+STEADY = 20
+VIP_DEFAULTS = yaml.safe_load((ROOT / "roles/edge_vip/defaults/main.yml").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +78,17 @@ def _failover(pair, stop: str, port: int, path: str, label: str) -> str:
     new = pair.other(old)
     _monitor(pair)
     with prober(port, path) as probe:
-        time.sleep(0.5)
+        probe.wait_served(STEADY)  # the address answers before anything changes
         t0 = now()
         sh(old, f"systemctl stop {stop}")
         wait_until(lambda: pair.holders() == [new], MOVE_WITHIN, what=f"the address on {new} alone")
-        time.sleep(1.0)
+        probe.wait_served(STEADY, since=t0)  # clients served again: the outage is over
     _record(f"{label}_released_s", _first(pair, old, "deleted", t0))
     _record(f"{label}_taken_over_s", _first(pair, new, "added", t0))
     _record(f"{label}_client_outage_s", probe.outage_after(t0))
-    assert pair.nodes[old].state()["state"] == "FAULT"
+    # keepalived is bound to both load balancers' units: a stopped one takes
+    # it down (STOP), before the health check would have failed (FAULT).
+    assert wait_until(lambda: pair.nodes[old].state().get("state") == "STOP", 5, what="STOP state file")
     assert wait_until(lambda: pair.nodes[new].state().get("state") == "MASTER", 5, what="MASTER state file")
     return new
 
@@ -111,7 +118,7 @@ def test_nginx_failure_moves_the_address(pair):
     old = pair.master()
     new = _failover(pair, "nginx", 80, "/health", "nginx_down")
     journal = sh(old, "journalctl -t edge-vip --no-pager -o cat")
-    assert "edge_vip is now FAULT" in journal, journal
+    assert "edge_vip is now STOP" in journal, journal
     assert new != old
 
 
@@ -122,7 +129,10 @@ def test_recovered_node_does_not_take_the_address_back(pair):
     recovered = pair.other(holder)
     sh(recovered, "systemctl start nginx")
     wait_until(lambda: pair.nodes[recovered].state().get("state") == "BACKUP", 15, what="BACKUP after recovery")
-    time.sleep(5)
+    # nopreempt: the recovered node does not take the address back.  Nothing
+    # to poll for (the test is that nothing happens): time is the input, a
+    # few advertisement intervals, in which a preempting node would move it.
+    time.sleep(5 * VIP_DEFAULTS["edge_vip_advert_int"])
     assert pair.holders() == [holder]
 
 
@@ -148,7 +158,9 @@ def test_reload_keeps_the_address(pair):
         assert any("keepalived" in t for t in changed.changed_tasks.get(holder, [])), changed.changed_tasks
         for _ in range(3):
             sh(holder, "systemctl reload keepalived")
-            time.sleep(1)
+            # Pacing: one advertisement interval between reloads, so the
+            # peer hears the holder between them (time is the input).
+            time.sleep(VIP_DEFAULTS["edge_vip_advert_int"])
     assert [k for _, k in pair.nodes[holder].address_events()] == []
     assert pair.holders() == [holder] and pair.nodes[holder].state()["state"] == "MASTER"
     _record("reload_client_outage_s", probe.outage_after(t0))
@@ -162,11 +174,11 @@ def test_restart_moves_the_address_reload_does_not(pair):
     holder = pair.master()
     other = pair.other(holder)
     with prober(80, "/health") as probe:
-        time.sleep(0.5)
+        probe.wait_served(STEADY)  # the address answers before anything changes
         t0 = now()
         sh(holder, "systemctl restart keepalived")
         wait_until(lambda: pair.holders() == [other], MOVE_WITHIN, what="the address on the other node")
-        time.sleep(1.0)
+        probe.wait_served(STEADY, since=t0)  # clients served again: the outage is over
     _record("restart_client_outage_s", probe.outage_after(t0))
 
 
@@ -182,14 +194,14 @@ def test_silent_master_is_replaced_and_the_higher_priority_wins_back(pair):
     other = pair.other(frozen)
     _monitor(pair)
     with prober(80, "/health") as probe:
-        time.sleep(0.5)
+        probe.wait_served(STEADY)  # the address answers before anything changes
         t0 = now()
         podman("pause", container(frozen))
         try:
             # A paused container takes no `podman exec`: only the other is asked.
             wait_until(pair.nodes[other].holds_vip, MOVE_WITHIN, what=f"the address on {other}")
             _record("frozen_master_taken_over_s", _first(pair, other, "added", t0))
-            time.sleep(2)
+            probe.wait_served(STEADY, since=t0)
             _record("frozen_master_client_outage_s", probe.outage_after(t0))
         finally:
             t1 = now()
@@ -199,7 +211,7 @@ def test_silent_master_is_replaced_and_the_higher_priority_wins_back(pair):
         _record("frozen_master_after_wake_holder", "the woken node" if final == frozen else "the other node")
         priorities = {name: int(node.state()["priority"]) for name, node in pair.nodes.items()}
         assert final == max(priorities, key=priorities.get), priorities
-        time.sleep(2)
+        probe.wait_served(STEADY, since=t1)
     _record("frozen_master_after_wake_client_outage_s", probe.outage_after(t1))
 
 
@@ -221,18 +233,18 @@ def test_partition_both_nodes_claim_the_address_until_healed(pair):
     # on the higher priority (docs/edge-ha.md, split brain).
 
     with prober(80, "/health") as probe:
-        time.sleep(0.5)
+        probe.wait_served(STEADY)  # the address answers before anything changes
         t0 = now()
         _partition(pair)
         try:
             wait_until(lambda: len(pair.holders()) == 2, MOVE_WITHIN, what="both nodes holding the address")
             _record("partition_both_hold_after_s", now() - t0)
-            time.sleep(2)
+            probe.wait_served(STEADY, since=t0)
             _record("partition_client_outage_s", probe.outage_after(t0))
         finally:
             t1 = now()
             _partition(pair, heal=True)
         pair.master()
         _record("partition_healed_settled_s", now() - t1)
-        time.sleep(2)
+        probe.wait_served(STEADY, since=t1)
     _record("partition_healed_client_outage_s", probe.outage_after(t1))

@@ -7,16 +7,13 @@ which these tests never touch.
 
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from tests.kit import PlaybookRun, ansible_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAYBOOK = ROOT / "playbooks" / "edge.yml"
@@ -24,8 +21,6 @@ PLAYBOOK = ROOT / "playbooks" / "edge.yml"
 VALIDATE = ROOT / "playbooks" / "validate.yml"
 # Runs a role's validate and config tasks on this machine (connection local).
 RENDER = ROOT / "bench" / "render.yml"
-CALLBACKS = Path(__file__).with_name("callback_plugins")
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
 # Two edge hosts on a network of our own, valid for every role's validation.
 # connection local: the validation play only evaluates assertions on the
@@ -52,14 +47,7 @@ def vip_vars(**extra) -> dict:
     return {"edge_vip_addresses": [VIP], "edge_vip_auth_pass": auth_pass()} | extra
 
 
-@dataclass
-class Run:
-    rc: int
-    output: str
-    stats: dict[str, dict] = field(default_factory=dict)
-    failed: dict[str, dict] = field(default_factory=dict)
-    changed_tasks: dict[str, list[str]] = field(default_factory=dict)
-
+class Run(PlaybookRun):
     @property
     def changed(self) -> int:
         return sum(s.get("changed", 0) for s in self.stats.values())
@@ -83,25 +71,12 @@ def write_inventory(directory: Path, group_vars: dict, host_vars: dict | None = 
 def run(playbook: Path, inventory: Path, extra_vars: dict | None = None, *, limit: str | None = None,
         timeout: float = 180, verbose: bool = False) -> Run:
     """ansible-playbook with our inventory; the outcome read through the
-    vip_results callback.  verbose: -v, which prints every task's result
-    (set_fact's facts included) in `output`."""
-    with tempfile.TemporaryDirectory(prefix="vip-run-") as tmp:
-        results = Path(tmp) / "results.json"
-        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), *(["-v"] if verbose else [])]
-        if extra_vars:
-            vars_file = Path(tmp) / "extra.json"
-            vars_file.write_text(json.dumps(extra_vars))
-            cmd += ["-e", f"@{vars_file}"]
-        if limit:
-            cmd += ["--limit", limit]
-        env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
-               "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-               "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACKS), "ANSIBLE_CALLBACKS_ENABLED": "vip_results",
-               "AUTOMATA_VIP_RESULTS": str(results)}
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        data = json.loads(results.read_text()) if results.exists() else {}
-    return Run(proc.returncode, proc.stdout + proc.stderr, data.get("stats", {}), data.get("failed", {}),
-               data.get("changed_tasks", {}))
+    tests' run_results callback (tests/kit.py).  verbose: -v, which prints
+    every task's result (set_fact's facts included) in `output`."""
+    result = ansible_playbook(playbook, inventory, extra_vars, limit=limit, args=["-v"] if verbose else [],
+                              env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_ROLES_PATH": str(ROOT / "roles")},
+                              timeout=timeout)
+    return Run(**vars(result))
 
 
 def render(directory: Path, variables: dict, host_vars: dict | None = None) -> Run:

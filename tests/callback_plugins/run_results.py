@@ -1,6 +1,9 @@
-"""Ansible callback for tests/vip: the run as data (a JSON file named by
-$AUTOMATA_VIP_RESULTS), so the tests read each host's failure and counts
-instead of parsing text meant for people."""
+"""Ansible callback for the tests: a playbook run as data (a JSON file named
+by $AUTOMATA_RUN_RESULTS), so tests read each host's counts, first failure,
+changed tasks and handlers instead of parsing text meant for people.
+
+tests/kit.py's ansible_playbook() enables it for the tests' own runs only.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ from pathlib import Path
 from ansible.plugins.callback import CallbackBase
 
 DOCUMENTATION = """
-name: vip_results
+name: run_results
 type: aggregate
-short_description: Write each host's first failure and its counts to $AUTOMATA_VIP_RESULTS
-description: Used by tests/vip (vipkit.run) to read a playbook run as data.
+short_description: Write each host's counts, first failure and changed tasks to $AUTOMATA_RUN_RESULTS
+description: Used by tests/kit.py (ansible_playbook) to read a playbook run as data.
 requirements: [enabled through ANSIBLE_CALLBACKS_ENABLED]
 """
 
@@ -22,13 +25,14 @@ requirements: [enabled through ANSIBLE_CALLBACKS_ENABLED]
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
-    CALLBACK_NAME = "vip_results"
+    CALLBACK_NAME = "run_results"
     CALLBACK_NEEDS_ENABLED = True
 
     def __init__(self) -> None:
         super().__init__()
         self._failed: dict[str, dict] = {}
         self._changed_tasks: dict[str, list[str]] = {}
+        self._handlers: list[str] = []
 
     def _fail(self, result, kind: str) -> None:
         self._failed.setdefault(result._host.get_name(), {
@@ -46,12 +50,16 @@ class CallbackModule(CallbackBase):
         if result._result.get("changed"):
             self._changed_tasks.setdefault(result._host.get_name(), []).append(result._task.get_name())
 
+    def v2_playbook_on_handler_task_start(self, task) -> None:
+        self._handlers.append(task.get_name())
+
     def v2_playbook_on_stats(self, stats) -> None:
-        path = os.environ.get("AUTOMATA_VIP_RESULTS")
+        path = os.environ.get("AUTOMATA_RUN_RESULTS")
         if not path:
             return
         Path(path).write_text(json.dumps({
             "stats": {host: stats.summarize(host) for host in sorted(stats.processed)},
             "failed": self._failed,
             "changed_tasks": self._changed_tasks,
+            "handlers": self._handlers,
         }, indent=2))
