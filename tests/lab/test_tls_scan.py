@@ -30,8 +30,7 @@ from sslyze.mozilla_tls_profile.tls_config_checker import (
     check_server_against_tls_configuration,
 )
 
-from labkit import lab_policy_overrides
-from nginx_lab import node
+from labkit import lab_policy_overrides, node
 from traffic import model
 from traffic.model import deep_merge
 

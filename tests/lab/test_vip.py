@@ -35,6 +35,7 @@ import pytest
 
 from lab import podman as lab_podman
 from lab import vip as lab_vip
+from labkit import wait_until
 
 # The role's defaults (roles/edge_vip/defaults/main.yml): advertisements
 # every 1 s, a silent master replaced after 3 of them plus a skew; the
@@ -120,27 +121,21 @@ def _holders(nodes) -> list[str]:
     return [name for name, node in nodes.items() if node.holds_vip()]
 
 
-def _poll(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
-        time.sleep(interval)
-
-
 def _settled(nodes) -> str:
     """Wait until exactly one node holds the address and the other is a
     healthy BACKUP; return the holder."""
-    def check():
+    holder: list[str] = []
+
+    def check() -> bool:
         holders = _holders(nodes)
         if len(holders) != 1:
-            return None
+            return False
         states = {name: node.state().get("state") for name, node in nodes.items()}
         others = [s for name, s in states.items() if name != holders[0]]
-        return holders[0] if states[holders[0]] == "MASTER" and others == ["BACKUP"] else None
-    return _poll(check, BACK_WITHIN, "one MASTER holding the address and one BACKUP")
+        holder[:] = holders
+        return states[holders[0]] == "MASTER" and others == ["BACKUP"]
+    wait_until(check, BACK_WITHIN, interval=0.1, what="one MASTER holding the address and one BACKUP")
+    return holder[0]
 
 
 @pytest.fixture
@@ -150,8 +145,8 @@ def holder(nodes) -> str:
     # Whatever the test did, both nodes end healthy.
     for node in nodes.values():
         lab_podman.podman("start", node.container)  # a no-op for a running node
-        _poll(lambda n=node: n.sh("systemctl is-system-running", check=False).strip() in ("running", "degraded"),
-              BACK_WITHIN, f"{node.name} booted")
+        wait_until(lambda n=node: n.sh("systemctl is-system-running", check=False).strip() in ("running", "degraded"),
+              BACK_WITHIN, what=f"{node.name} booted")
         node.sh("pkill -CONT -x nginx; systemctl start nginx haproxy keepalived", check=False)
     _settled(nodes)
 
@@ -186,7 +181,7 @@ def test_one_node_holds_the_address_and_publishes_it(nodes, vip_address, lab, ca
         result = httpx.get(f"{url}/api/v1/query", params={"query": 'sum(edge_vip_state{state="MASTER"})'},
                            timeout=5).json()["data"]["result"]
         return result and float(result[0]["value"][1]) == 1
-    _poll(masters, 30, "Prometheus seeing one MASTER")
+    wait_until(masters, 30, interval=0.1, what="Prometheus seeing one MASTER")
 
 
 @pytest.mark.parametrize("stopped", ["haproxy", "nginx"])
@@ -199,21 +194,21 @@ def test_a_stopped_load_balancer_hands_the_address_over(nodes, holder, vip_addre
     for client in [*probers.values(), *patient.values()]:
         client.__enter__()
     try:
-        _poll(lambda: all(p.outcomes for p in probers.values()), 10, "first probes answered")
+        wait_until(lambda: all(p.outcomes for p in probers.values()), 10, interval=0.1, what="first probes answered")
         t0 = time.time()
         nodes[holder].sh(f"systemctl stop {stopped}")
-        _poll(lambda: _holders(nodes) == [other], MOVE_WITHIN, f"the address on {other} alone")
+        wait_until(lambda: _holders(nodes) == [other], MOVE_WITHIN, interval=0.1, what=f"the address on {other} alone")
         taken_over = nodes[other].first_event("added", t0, MOVE_WITHIN)
         # Clients that started during the move finish within their timeout.
-        _poll(lambda: all(p.outcomes and p.outcomes[-1][0] > t0 + taken_over + 1 for p in probers.values()),
-              15, "probes after the move")
+        wait_until(lambda: all(p.outcomes and p.outcomes[-1][0] > t0 + taken_over + 1 for p in probers.values()),
+              15, interval=0.1, what="probes after the move")
     finally:
         for client in [*probers.values(), *patient.values()]:
             client.__exit__(None, None, None)
 
     # systemd stopped keepalived before the load balancer (BindsTo): the
     # node left VRRP (STOP) instead of failing its health check (FAULT).
-    _poll(lambda: nodes[holder].state().get("state") == "STOP", 5, f"{holder} STOP")
+    wait_until(lambda: nodes[holder].state().get("state") == "STOP", 5, interval=0.1, what=f"{holder} STOP")
     released = nodes[holder].first_event("deleted", t0, 1)
     assert taken_over <= 3 * ADVERT_INT, f"took over after {taken_over:.2f}s"
     measured = {"released_s": round(released, 2), "taken_over_s": round(taken_over, 2)}
@@ -238,7 +233,7 @@ def _comes_back_without_taking_over(nodes, back: str, holder: str, vip_address: 
     with lab_vip.Prober(vip_address, *LBS["nginx"]) as probe:
         t1 = time.time()
         bring_back()
-        _poll(lambda: nodes[back].state().get("state") == "BACKUP", BACK_WITHIN, f"{back} BACKUP again")
+        wait_until(lambda: nodes[back].state().get("state") == "BACKUP", BACK_WITHIN, interval=0.1, what=f"{back} BACKUP again")
         # Time is the input: a preempting node takes over within one
         # advertisement of becoming BACKUP; three show this one does not.
         time.sleep(3 * ADVERT_INT)
@@ -255,13 +250,13 @@ def test_a_hung_load_balancer_is_caught_by_the_health_check(nodes, holder, vip_a
     nodes[other].start_address_monitor()
     patient = PatientClients(vip_address, *LBS["nginx"])
     with lab_vip.Prober(vip_address, *LBS["nginx"]) as probe, patient:
-        _poll(lambda: probe.outcomes and patient.spans, 10, "first answers")
+        wait_until(lambda: probe.outcomes and patient.spans, 10, interval=0.1, what="first answers")
         t0 = time.time()
         nodes[holder].sh("pkill -STOP -x nginx")
-        _poll(lambda: _holders(nodes) == [other], MOVE_WITHIN, f"the address on {other} alone")
+        wait_until(lambda: _holders(nodes) == [other], MOVE_WITHIN, interval=0.1, what=f"the address on {other} alone")
         taken_over = nodes[other].first_event("added", t0, MOVE_WITHIN)
-        _poll(lambda: min(s[0] for s in patient.spans[-patient.workers:]) > t0 + taken_over, 15,
-              "every patient client past the move")
+        wait_until(lambda: min(s[0] for s in patient.spans[-patient.workers:]) > t0 + taken_over, 15,
+                   interval=0.1, what="every patient client past the move")
     failed = patient.failed()
     _report("nginx_hung", taken_over_s=round(taken_over, 2), outage_s=round(probe.outage_after(t0), 2),
             patient_requests=patient.requests, patient_failed=len(failed),
@@ -281,15 +276,15 @@ def test_a_dead_node_is_replaced_and_comes_back_as_backup(nodes, holder, vip_add
     nodes[other].start_address_monitor()
     patient = PatientClients(vip_address, *LBS["nginx"])
     with lab_vip.Prober(vip_address, *LBS["nginx"]) as probe, patient:
-        _poll(lambda: probe.outcomes and patient.spans, 10, "first answers")
+        wait_until(lambda: probe.outcomes and patient.spans, 10, interval=0.1, what="first answers")
         t0 = time.time()
         lab_podman.podman("kill", "--signal", "KILL", nodes[holder].container)
-        _poll(lambda: nodes[other].holds_vip(), MOVE_WITHIN, f"the address on {other}")
+        wait_until(lambda: nodes[other].holds_vip(), MOVE_WITHIN, interval=0.1, what=f"the address on {other}")
         taken_over = nodes[other].first_event("added", t0, MOVE_WITHIN)
-        _poll(lambda: probe.outcomes[-1][0] > t0 + taken_over + 1, 15, "probes after the move")
+        wait_until(lambda: probe.outcomes[-1][0] > t0 + taken_over + 1, 15, interval=0.1, what="probes after the move")
         # The patient clients' longest wait: a SYN resent after 1, 3, 7 s.
-        _poll(lambda: min(s[0] for s in patient.spans[-patient.workers:]) > t0 + taken_over, 15,
-              "every patient client past the move")
+        wait_until(lambda: min(s[0] for s in patient.spans[-patient.workers:]) > t0 + taken_over, 15,
+                   interval=0.1, what="every patient client past the move")
     failed = patient.failed()
     _report("node_killed", taken_over_s=round(taken_over, 2), outage_s=round(probe.outage_after(t0), 2),
             patient_requests=patient.requests, patient_failed=len(failed),
@@ -302,8 +297,8 @@ def test_a_dead_node_is_replaced_and_comes_back_as_backup(nodes, holder, vip_add
 
     def boot():
         lab_podman.podman("start", nodes[holder].container)
-        _poll(lambda: nodes[holder].sh("systemctl is-active nginx haproxy keepalived", check=False)
-              .split() == ["active"] * 3, BACK_WITHIN, f"{holder} booted")
+        wait_until(lambda: nodes[holder].sh("systemctl is-active nginx haproxy keepalived", check=False)
+              .split() == ["active"] * 3, BACK_WITHIN, what=f"{holder} booted")
     _comes_back_without_taking_over(nodes, holder, other, vip_address, boot)
 
 
@@ -326,11 +321,11 @@ def test_split_nodes_both_claim_the_address_and_settle_when_healed(nodes, holder
     # heals, the lower priority yields.
     patient = PatientClients(vip_address, *LBS["nginx"])
     with patient:
-        _poll(lambda: patient.spans, 10, "first answers")
+        wait_until(lambda: patient.spans, 10, interval=0.1, what="first answers")
         t0 = time.time()
         _partition(nodes)
         try:
-            _poll(lambda: len(_holders(nodes)) == 2, MOVE_WITHIN, "both nodes holding the address")
+            wait_until(lambda: len(_holders(nodes)) == 2, MOVE_WITHIN, interval=0.1, what="both nodes holding the address")
             both_after = time.time() - t0
         finally:
             t1 = time.time()
