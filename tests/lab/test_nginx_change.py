@@ -7,6 +7,7 @@ therefore also proves the restore put everything back.
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("trusted_gateway")
 EDGE1 = "edge-1"
 
 
-STAGED_CONF = "/etc/nginx/staging/nginx.conf"
+STAGED_DIR, NGINX_DIR = "/etc/nginx/staging", "/etc/nginx"
 
 
 def live_config_digest() -> str:
@@ -42,17 +43,17 @@ def test_bad_input_fails_before_any_host_changes(converge, extra_vars, variable)
 
 
 def test_config_nginx_rejects_never_lands_and_the_old_one_keeps_serving(converge, https):
-    # Passes every type and input check, but OpenSSL knows no such cipher:
-    # only `nginx -t` on the staged tree can tell.
-    typo = "ECDHE-RSA-AES128-GCMM-SHA256"
-    result = converge({"traffic_policy_overrides": deep_merge(lab_policy_overrides(), {"tls": {"ciphers": [typo]}})},
-                      limit=EDGE1)
+    # Passes every type and input check (a count and a size), but NGINX
+    # needs at least two proxy buffers: only `nginx -t` on the staged tree
+    # can tell.
+    result = converge({"nginx_lb_proxy_buffers": "1 4k"}, limit=EDGE1)
     assert result.rc != 0
     assert "Check the candidate configuration as a whole" in result.output
-    assert "SSL_CTX_set_cipher_list" in result.output
+    assert 'there must be at least 2 "proxy_buffers"' in result.output
     edge1 = node(EDGE1)
-    assert typo in edge1.file(STAGED_CONF).content_string  # it was rendered and checked...
-    assert typo not in edge1.file(NGINX_CONF).content_string  # ...but never installed
+    staged, live = (edge1.file(f"{d}/proxy_params").content_string for d in (STAGED_DIR, NGINX_DIR))
+    assert re.search(r"proxy_buffers\s+1 4k;", staged)  # it was rendered and checked...
+    assert not re.search(r"proxy_buffers\s+1 4k;", live)  # ...but never installed
     assert https.get("/api/still-serving", headers={"x-forwarded-for": ClientIPs().take()}).status_code == 200
 
 
