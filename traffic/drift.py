@@ -218,11 +218,14 @@ def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> 
             path, packed = line.split()
             interval, tolerance = hx.unpack(int(packed))
             limits[path] = [round(1_000_000 / interval), tolerance // interval]
-    tracked = {}
-    for line in front:
-        m = re.match(r"http-request track-sc1 src table st_rl_(\w+) if .*\{ path_beg (\S+) \}", line)
-        if m:
-            tracked[m[2]] = m[1]
+    tracked = {}  # path prefix -> the class whose table counts it (the class's backends track it)
+    for name, lines in sections.items():
+        if not name.startswith("backend "):
+            continue
+        for line in lines:
+            m = re.match(r"http-request track-sc1 src table st_rl_(\w+) if \{ path_beg ([^}]+) \}$", line)
+            if m:
+                tracked.update(dict.fromkeys(m[2].split(), m[1]))
     headers = {}
     for line in front:
         m = re.match(r'http-after-response set-header (\S+) "(.*)"', line)
@@ -230,7 +233,7 @@ def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> 
             headers[m[1]] = m[2]
     ab_header = ab_cookie = ab_value = None
     for line in front:
-        m = re.match(r"acl ab_variant req\.(hdr|cook)\(([^)]+)\) -m str (\S+)", line)
+        m = re.match(r"acl canary_track req\.(hdr|cook)\(([^)]+)\) -m str (\S+)", line)
         if m:
             ab_value = m[3]
             if m[1] == "hdr":

@@ -162,27 +162,6 @@ def frontend_block(policy: Policy, opts: Options, *, canary: bool, health_path: 
             d("http-request track-sc2", "src table st_inflight"),
             d("http-request deny", f"deny_status 429 if {{ sc2_conn_cur gt {policy.client.connections_per_client} }}")]
 
-    rated = [(path, cls) for path, cls in policy.routes() if cls.rate]
-    if rated:
-        unrated = [path for path, cls in policy.routes() if not cls.rate]
-        out += ["", "    # Rate + burst per client and class: a request is refused when the client is",
-                "    # more than `burst` intervals ahead of its schedule (GCRA, see traffic/haproxy.py).",
-                "    # The first (longest) matching prefix picks the class, as NGINX's locations do."]
-        for path, cls in rated:
-            excluded = "".join(f" !{_path_acl(q)}" for q in unrated if q.startswith(path) and q != path)
-            out.append(d("http-request track-sc1", f"src table st_rl_{cls.name} if !{{ sc1_tracked }} "
-                                                   f"{_path_acl(path)}{excluded}"))
-        out += [d("http-request set-var(txn.rl)", f"path,map_beg_int({opts.rate_map}) if {{ sc1_tracked }}"),
-                d("http-request set-var(txn.now)", "date(0,us),and(4294967295) if { sc1_tracked }"),
-                d("http-request set-var(txn.ahead)", "sc1_get_gpt0,sub(txn.now),and(4294967295) if { sc1_tracked }"),
-                # A schedule in the past (or a client seen for the first time) is "on time".
-                d("http-request set-var(txn.ahead)", "int(0) if { sc1_tracked } { var(txn.ahead) -m int ge 2147483648 } "
-                                                     "|| { sc1_tracked } { sc1_get_gpt0 eq 0 }"),
-                d("http-request deny", "deny_status 429 hdr Retry-After 1 if { sc1_tracked } "
-                                       f"{{ var(txn.rl),div({PACK}),sub(txn.ahead) -m int lt 0 }}"),
-                d("http-request sc-set-gpt0(1)", f"var(txn.rl),and({PACK - 1}),add(txn.ahead),add(txn.now),"
-                                                 "and(4294967295) if { sc1_tracked }")]
-
     h = policy.headers
     out += ["", "    # Security headers on every response, HAProxy's own (429, 503) included."]
     out.append(d("http-after-response set-header", f'Strict-Transport-Security "{h.hsts}" if {{ ssl_fc }}'))
@@ -190,21 +169,45 @@ def frontend_block(policy: Policy, opts: Options, *, canary: bool, health_path: 
 
     c = policy.canary
     out += ["", "    # Routing: the longest matching prefix picks the class; for a canary class the",
-            "    # A/B rule, then the canary dice, come first.  Paths of no class get 404."]
+            "    # canary track comes first.  Paths of no class get 404."]
     if canary:
-        out += [d("acl ab_variant", f"req.hdr({c.ab_header}) -m str {c.ab_value}"),
-                d("acl ab_variant", f"req.cook({c.ab_cookie}) -m str {c.ab_value}")]
-        # Rendered at a share of 0 too: the share is a process variable the
-        # runtime API changes (automata-lb canary-deploy), so the rule must be there.
-        out.append(d("acl canary_dice", "rand(100),sub(proc.canary_percent) -m int lt 0"))
+        # One ACL, its lines OR'd in order: the A/B header, the A/B cookie, then
+        # the canary dice.  One rule per class then sends either to the canary
+        # backend, and a request of another class tests its prefix once, not twice.
+        out += [d("acl canary_track", f"req.hdr({c.ab_header}) -m str {c.ab_value}"),
+                d("acl canary_track", f"req.cook({c.ab_cookie}) -m str {c.ab_value}"),
+                # Rendered at a share of 0 too: the share is a process variable the
+                # runtime API changes (automata-lb canary-deploy), so the rule must be there.
+                d("acl canary_track", "rand(100),sub(proc.canary_percent) -m int lt 0")]
     out.append(d("use_backend", f"{health_class} if {{ path {health_path} }}"))
     for path, cls in policy.routes():
         if canary and cls.canary:
-            out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} ab_variant"))
-            out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} canary_dice"))
+            out.append(d("use_backend", f"{cls.name}{CANARY_SUFFIX} if {_path_acl(path)} canary_track"))
         out.append(d("use_backend", f"{cls.name} if {_path_acl(path)}"))
     out.append(d("default_backend", NOT_FOUND))
     return "\n".join(out)
+
+
+def _rate_rules(cls: TrafficClass, opts: Options) -> list[str]:
+    """Rate + burst per client, in the class's backends (its canary backend
+    shares the table): a request is refused when the client is more than
+    `burst` intervals ahead of its schedule (GCRA, see the module's doc).
+    Routing has picked the class already, so only requests of a rated class
+    pay for it, and they test one prefix instead of every rated one."""
+    return [
+        # The health path is routed to its class's backend without being one
+        # of its paths: it is not counted.
+        d("http-request track-sc1", f"src table st_rl_{cls.name} if {{ path_beg {' '.join(cls.paths)} }}"),
+        d("http-request set-var(txn.rl)", f"path,map_beg_int({opts.rate_map}) if {{ sc1_tracked }}"),
+        d("http-request set-var(txn.now)", "date(0,us),and(4294967295) if { sc1_tracked }"),
+        d("http-request set-var(txn.ahead)", "sc1_get_gpt0,sub(txn.now),and(4294967295) if { sc1_tracked }"),
+        # A schedule in the past (or a client seen for the first time) is "on time".
+        d("http-request set-var(txn.ahead)", "int(0) if { sc1_tracked } { var(txn.ahead) -m int ge 2147483648 } "
+                                             "|| { sc1_tracked } { sc1_get_gpt0 eq 0 }"),
+        d("http-request deny", "deny_status 429 hdr Retry-After 1 if { sc1_tracked } "
+                               f"{{ var(txn.rl),div({PACK}),sub(txn.ahead) -m int lt 0 }}"),
+        d("http-request sc-set-gpt0(1)", f"var(txn.rl),and({PACK - 1}),add(txn.ahead),add(txn.now),"
+                                         "and(4294967295) if { sc1_tracked }")]
 
 
 def _backend(cls: TrafficClass, name: str, servers: list[Server], opts: Options,
@@ -219,6 +222,8 @@ def _backend(cls: TrafficClass, name: str, servers: list[Server], opts: Options,
     out += [d("timeout connect", dur(t.connect_ms)), d("timeout server", dur(t.response_ms))]
     if cls.websocket:
         out.append(d("timeout tunnel", dur(t.tunnel_ms)))
+    if cls.rate:
+        out += _rate_rules(cls, opts)
     out.append(d("retries", str(r.attempts)))
     if r.attempts:
         out += [d("retry-on", " ".join(dict.fromkeys(RETRY[x] for x in r.on))),
