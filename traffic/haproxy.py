@@ -111,7 +111,11 @@ def global_tls(policy: Policy) -> str:
 def defaults_block(policy: Policy, health_class: str) -> str:
     # Sections without a class (the 404 backend, stats) take the health class's.
     fallback = policy.traffic_class(health_class).timeouts
-    return "\n".join([d("timeout http-request", dur(policy.client.header_timeout_ms)),
+    return "\n".join(["    # The header timeout also bounds the wait for the body's first buffer: a",
+                      "    # body sent a byte at a time gets 408 instead of holding a backend",
+                      "    # connection for as long as it trickles.",
+                      d("option", "http-buffer-request"),
+                      d("timeout http-request", dur(policy.client.header_timeout_ms)),
                       d("timeout http-keep-alive", dur(policy.client.idle_timeout_ms)),
                       d("timeout connect", dur(fallback.connect_ms)),
                       d("timeout server", dur(fallback.response_ms))])
