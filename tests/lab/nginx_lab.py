@@ -145,6 +145,8 @@ class LoadReport:
     ws_failures: list[str] = field(default_factory=list)
     # Every HTTP request: (time.time() when answered, X-Backend-Instance or "", status or error).
     outcomes: list[tuple[float, str, str]] = field(default_factory=list)
+    # Every HTTP request: (time.time() when answered, seconds it took, retry included).
+    latencies: list[tuple[float, float]] = field(default_factory=list)
 
     def between(self, start: float, end: float) -> list[tuple[float, str, str]]:
         return [o for o in self.outcomes if start <= o[0] < end]
@@ -182,6 +184,7 @@ class LoadGenerator:
                 # per-IP rate limit, which is not what this load measures.
                 headers = {"x-forwarded-for": self.ips.take()}
                 retried = False
+                sent = time.monotonic()
                 try:
                     try:
                         r = client.request(self.method, self.path, headers=headers)
@@ -203,6 +206,7 @@ class LoadGenerator:
                 with self._lock:
                     self.report.requests += 1
                     self.report.outcomes.append(outcome)
+                    self.report.latencies.append((outcome[0], time.monotonic() - sent))
                     self.report.resent_after_close += retried
                     if problem:
                         self.report.failures.append(problem)
