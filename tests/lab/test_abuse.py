@@ -7,7 +7,7 @@ keeps going; its p99 just before, without abuse, is the baseline.  Each
 test then checks one abusive client's answer and how long it took, bounded
 by the limit that produces it (role defaults, the lab's traffic policy)
 plus a stated margin.  Running them concurrently keeps the module at about
-a minute per load balancer: the longest case is the 30 s slow reader.
+40 s per load balancer: the longest case is the 30 s slow reader.
 
 HTTP-level abusers come through the published ports, hence from the lab
 gateway (a trusted proxy) with X-Forwarded-For addresses of their own; the
@@ -74,6 +74,8 @@ IDLE_CONNECTIONS = MAX_CONNECTIONS + 50
 # The flood lasts one rate period: long enough to cross the rate limit.
 FLOOD_SECONDS = seconds(HAPROXY["haproxy_lb_client_connection_rate_period"])
 BASELINE_SECONDS = 8.0
+# The body trickle outlasts both timeouts, so it shows which of them times
+# the whole body and which only the gap between two bytes.
 SLOW_BODY_TRICKLE = max(BODY_TIMEOUT, HEADER_TIMEOUT) + 2
 
 
