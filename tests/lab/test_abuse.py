@@ -207,8 +207,7 @@ def within(seconds: float, limit: float) -> bool:
 
 def test_headers_sent_a_byte_at_a_time_end_at_the_header_timeout(campaign):
     # The policy's client.header_timeout bounds the whole header, not the gap
-    # between two bytes.  NGINX closes without an answer (its 408 is only
-    # logged); HAProxy answers 408.
+    # between two bytes.  NGINX closes without an answer; HAProxy answers 408.
     e = campaign.endings["slow_headers"]
     expected = {"nginx": None, "haproxy": 408}[campaign.lb]
     assert (e.status, e.how in ("closed", "reset")) == (expected, True), e
