@@ -258,6 +258,12 @@ ANSWERS = {
 @pytest.mark.parametrize("case", list(ANSWERS))
 def test_oversized_and_malformed_requests_are_answered_at_once(campaign, case):
     e = campaign.endings[case]
+    if (campaign.lb, case, e.status, e.how) == ("haproxy", "big_body", None, "reset"):
+        # HAProxy answers 413 and closes without reading the rest of the body
+        # (NGINX reads and drops it a while: lingering close), so a client
+        # still sending may get the reset before it has read the 413.
+        assert e.seconds < 1, e
+        return
     assert e.status == ANSWERS[case][campaign.lb], e
     # At once: the answer needs no timer.  NGINX reads a refused body a
     # little longer before it closes (lingering close), hence the answer's time.
