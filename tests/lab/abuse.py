@@ -31,7 +31,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass
@@ -388,6 +388,3 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     main(sys.argv[1:])
 
-
-__all__ = ["Ending", "Target", "asdict", "big_body", "one_request", "percentile", "slow_body", "slow_headers",
-           "slow_reader", "wait_for_end"]
