@@ -109,3 +109,10 @@ def mac_address(address: str) -> str:
 
 def container_name(node: str) -> str:
     return f"{PREFIX}-{node}"
+
+# Test client hosts (lab/netns.py): network namespaces plugged into the lab
+# bridge, so a test can be a client with an address of its own instead of the
+# gateway every published port arrives from (a trusted proxy, exempt from the
+# per-peer limits).  No container is ever given one of these.
+TEST_CLIENT_FIRST = 240
+TEST_CLIENT_ADDRESSES = tuple(f"10.77.7.{n}" for n in range(TEST_CLIENT_FIRST, 250))

@@ -15,7 +15,7 @@ from pathlib import Path
 from traffic import haproxy as hx
 from traffic import istio as ix
 from traffic import nginx as nx
-from traffic.model import Policy, duration_ms
+from traffic.model import Policy, duration_ms, size_bytes
 
 NGINX_RETRY = {"error": ("connect-failure", "reset"), "timeout": ("timeout",), "http_502": ("502",),
                "http_503": ("503",), "http_504": ("504",)}
@@ -44,7 +44,8 @@ def expected(policy: Policy, tier: str, *, tls: bool = True, canary: bool = True
                     "ciphersuites": list(policy.tls.ciphersuites), "curves": list(policy.tls.curves)} if tls else None,
             "client": {"connections_per_client": policy.client.connections_per_client,
                        "idle_timeout_ms": policy.client.idle_timeout_ms,
-                       "header_timeout_ms": policy.client.header_timeout_ms},
+                       "header_timeout_ms": policy.client.header_timeout_ms,
+                       "max_body_bytes": policy.client.max_body_bytes},
             "trusted_proxies": sorted(policy.trusted_proxies),
             "canary": {"share": policy.canary.share, "ab_header": policy.canary.ab_header.lower(),
                        "ab_cookie": policy.canary.ab_cookie, "ab_value": policy.canary.ab_value} if canary else None,
@@ -180,7 +181,8 @@ def nginx_view(conf: Path | str) -> dict:
     return {"headers": headers, "tls": tls,
             "client": {"connections_per_client": int(limit_conn[1]),
                        "idle_timeout_ms": ms(_one(http, "keepalive_timeout")[0]),
-                       "header_timeout_ms": ms(_one(http, "client_header_timeout")[0])},
+                       "header_timeout_ms": ms(_one(http, "client_header_timeout")[0]),
+                       "max_body_bytes": size_bytes("(rendered)", _one(http, "client_max_body_size")[0])},
             "trusted_proxies": sorted(a[0] for a in _args(http, "set_real_ip_from")),
             "canary": canary, "classes": classes}
 
@@ -245,6 +247,8 @@ def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> 
     canary = {"share": share, "ab_header": ab_header, "ab_cookie": ab_cookie, "ab_value": ab_value} if ab_value else None
     trusted = next((line.split()[3:] for line in front if line.startswith("acl lb_trusted_peer src")), [])
     inflight = next(int(m[1]) for line in front if (m := re.search(r"sc2_conn_cur gt (\d+)", line)))
+    max_body = next((int(m[1]) for line in front
+                     if (m := re.search(r"deny_status 413 if \{ req\.hdr_val\(content-length\) gt (\d+) \}", line))), None)
     options = value(glob, "ssl-default-bind-options") or ""
     min_version = re.search(r"ssl-min-ver (\S+)", options)
     ciphers = value(glob, "ssl-default-bind-ciphers")
@@ -281,7 +285,8 @@ def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> 
     return {"headers": headers, "tls": tls,
             "client": {"connections_per_client": inflight,
                        "idle_timeout_ms": ms(value(defaults, "timeout http-keep-alive")),
-                       "header_timeout_ms": ms(value(defaults, "timeout http-request"))},
+                       "header_timeout_ms": ms(value(defaults, "timeout http-request")),
+                       "max_body_bytes": max_body},
             "trusted_proxies": sorted(trusted), "canary": canary, "classes": classes}
 
 

@@ -55,7 +55,8 @@ def unpack(value: int) -> tuple[int, int]:
 
 
 def notes(policy: Policy) -> list[str]:
-    out = [f"trusted proxies: HAProxy follows at most {TRUSTED_HOPS} trusted hops in X-Forwarded-For (NGINX: any number)"]
+    out = [f"trusted proxies: HAProxy follows at most {TRUSTED_HOPS} trusted hops in X-Forwarded-For (NGINX: any number)",
+           "client.max_body_size: HAProxy refuses a larger Content-Length; a chunked body is not counted (NGINX: both)"]
     for cls in policy.classes:
         if cls.retries.attempts:
             out.append(f"class {cls.name}: no retry budget in HAProxy ({dur(cls.retries.budget_ms)} not rendered); "
@@ -111,7 +112,11 @@ def global_tls(policy: Policy) -> str:
 def defaults_block(policy: Policy, health_class: str) -> str:
     # Sections without a class (the 404 backend, stats) take the health class's.
     fallback = policy.traffic_class(health_class).timeouts
-    return "\n".join([d("timeout http-request", dur(policy.client.header_timeout_ms)),
+    return "\n".join(["    # The header timeout also bounds the wait for the body's first buffer: a",
+                      "    # body sent a byte at a time gets 408 instead of holding a backend",
+                      "    # connection for as long as it trickles.",
+                      d("option", "http-buffer-request"),
+                      d("timeout http-request", dur(policy.client.header_timeout_ms)),
                       d("timeout http-keep-alive", dur(policy.client.idle_timeout_ms)),
                       d("timeout connect", dur(fallback.connect_ms)),
                       d("timeout server", dur(fallback.response_ms))])
@@ -157,6 +162,9 @@ def frontend_block(policy: Policy, opts: Options, *, canary: bool, health_path: 
     else:
         out.append(d("http-request set-header", "X-Forwarded-For %[src]"))
     out.append(d("http-request set-header", "X-Real-IP %[src]"))
+
+    out += ["", "    # Bodies announced larger than the policy's limit never reach a backend.",
+            d("http-request deny", f"deny_status 413 if {{ req.hdr_val(content-length) gt {policy.client.max_body_bytes} }}")]
 
     out += ["", "    # Requests in flight per client.",
             d("http-request track-sc2", "src table st_inflight"),

@@ -5,8 +5,8 @@ the drift check call them directly.
 What the mesh cannot express is in `notes` (docs/traffic-policy.md lists
 them): per-client rate limits and in-flight limits need an EnvoyFilter (no
 stable schema to validate), trusted proxies are a hop count in the gateway's
-mesh config, client idle/header timeouts are gateway (Envoy listener)
-settings, TLS 1.3 suites are Envoy's fixed set, retries cannot tell methods
+mesh config, client idle/header timeouts and the largest request body are
+gateway (Envoy listener) settings, TLS 1.3 suites are Envoy's fixed set, retries cannot tell methods
 apart (so only failures where the request never reached a backend are
 retried), and there is no retry budget.
 """
@@ -35,7 +35,8 @@ def notes(policy: Policy) -> list[str]:
            "(no stable schema); the edge tier enforces them",
            "trusted_proxies are not rendered: the gateway trusts a number of hops (meshConfig "
            "gatewayTopology.numTrustedProxies), not addresses",
-           "client idle and header timeouts are gateway listener settings, not rendered",
+           "client idle and header timeouts and the largest request body (client.max_body_size) are gateway "
+           "listener settings, not rendered",
            "TLS 1.3 cipher suites are Envoy's fixed set (tls.ciphersuites not rendered)",
            "key-exchange groups are Envoy's defaults, X25519 and P-256 (tls.curves not rendered)"]
     for cls in policy.classes:

@@ -79,6 +79,26 @@ def format_duration(ms: int) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
+_SIZE = re.compile(r"^(\d+)([km]?)$")
+_UNIT_BYTES = {"": 1, "k": 1024, "m": 1024 * 1024}
+
+
+def size_bytes(field: str, value: Any) -> int:
+    """'10m', '512k', '4096' -> bytes (NGINX's size units); anything else is refused."""
+    match = _SIZE.match(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if not match:
+        raise PolicyError(field, f"{value!r} is not a size such as 512k or 10m")
+    return int(match[1]) * _UNIT_BYTES[match[2]]
+
+
+def format_size(size: int) -> str:
+    """Bytes as NGINX reads them: whole MiB as `Nm`, whole KiB as `Nk`, else bytes."""
+    for unit in ("m", "k"):
+        if size and size % _UNIT_BYTES[unit] == 0:
+            return f"{size // _UNIT_BYTES[unit]}{unit}"
+    return str(size)
+
+
 def _int(field: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PolicyError(field, f"must be a whole number, got {value!r}")
@@ -195,6 +215,7 @@ class ClientLimits:
     connections_per_client: int
     idle_timeout_ms: int
     header_timeout_ms: int
+    max_body_bytes: int
 
 
 @dataclass(frozen=True)
@@ -387,11 +408,14 @@ def parse(document: Any) -> Policy:
             raise PolicyError(f"trusted_proxies[{i}]", f"{cidr!r} is not an IP address or CIDR network "
                                                        "(host bits must be zero: 10.0.0.0/8, not 10.0.0.1/8)") from None
 
-    c = _mapping("client", doc.get("client"), ("connections_per_client", "idle_timeout", "header_timeout"),
-                 ("connections_per_client", "idle_timeout", "header_timeout"))
+    c = _mapping("client", doc.get("client"), ("connections_per_client", "idle_timeout", "header_timeout", "max_body_size"),
+                 ("connections_per_client", "idle_timeout", "header_timeout", "max_body_size"))
     client = ClientLimits(_int("client.connections_per_client", c["connections_per_client"], 1),
                           duration_ms("client.idle_timeout", c["idle_timeout"]),
-                          duration_ms("client.header_timeout", c["header_timeout"]))
+                          duration_ms("client.header_timeout", c["header_timeout"]),
+                          size_bytes("client.max_body_size", c["max_body_size"]))
+    if client.max_body_bytes < 1:
+        raise PolicyError("client.max_body_size", "must be at least 1 byte (NGINX reads 0 as no limit)")
 
     t = _mapping("tls", doc.get("tls"), ("min_version", "ciphers", "ciphersuites", "curves"),
                  ("min_version", "ciphers", "ciphersuites", "curves"))

@@ -14,7 +14,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from traffic.model import Policy, PolicyError, TrafficClass, format_duration as dur
+from traffic.model import Policy, PolicyError, TrafficClass, format_duration as dur, format_size
 
 # NGINX reads a cookie through $cookie_<name>: a variable name, so no dashes.
 _COOKIE_VARIABLE = re.compile(r"[A-Za-z0-9_]+")
@@ -127,7 +127,8 @@ def http_block(policy: Policy, opts: Options, *, canary: bool) -> str:
             d('"~^1(?<chain>.+)$"', '"$chain, $realip_remote_addr"', 8),
             "    }", ""]
     out += [d("keepalive_timeout", dur(policy.client.idle_timeout_ms)),
-            d("client_header_timeout", dur(policy.client.header_timeout_ms)), ""]
+            d("client_header_timeout", dur(policy.client.header_timeout_ms)),
+            d("client_max_body_size", format_size(policy.client.max_body_bytes)), ""]
     out.append("    # Per client: a token bucket per rated class (rate r/s, burst served at once), requests in flight.")
     for cls in policy.classes:
         if cls.rate:

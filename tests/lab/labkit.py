@@ -175,6 +175,7 @@ class Outcome(NamedTuple):
     instance: str      # X-Backend-Instance, "" when none
     status: str        # the HTTP status, or the exception's name
     request_id: str    # the X-Request-ID sent (the access log's request_id)
+    seconds: float     # how long it took, a resend included
 
 
 @dataclass
@@ -251,6 +252,7 @@ class LoadGenerator:
         request_id = f"{self.marker}-{next(self._ids):06d}"
         headers = {"x-forwarded-for": self.client_ip(), "x-request-id": request_id}
         retried = False
+        sent = time.monotonic()
         try:
             try:
                 r = client.request(self.method, self.path, headers=headers)
@@ -265,10 +267,11 @@ class LoadGenerator:
                 retried = True
                 r = client.request(self.method, self.path, headers=headers)
             problem = None if r.status_code == 200 else f"HTTP {r.status_code}"
-            outcome = Outcome(time.time(), r.headers.get("x-backend-instance", ""), str(r.status_code), request_id)
+            outcome = Outcome(time.time(), r.headers.get("x-backend-instance", ""), str(r.status_code), request_id,
+                              time.monotonic() - sent)
         except httpx.HTTPError as exc:
             problem = f"{type(exc).__name__}: {exc}"
-            outcome = Outcome(time.time(), "", type(exc).__name__, request_id)
+            outcome = Outcome(time.time(), "", type(exc).__name__, request_id, time.monotonic() - sent)
         return outcome, problem, retried
 
     def _http_worker(self, keep_alive: bool = True) -> None:

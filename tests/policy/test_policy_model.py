@@ -37,6 +37,8 @@ BAD = [
     ({"tls": {"curves": []}}, "tls.curves", "must name at least one key-exchange group"),
     ({"headers": {"referrer_policy": 'x"; evil'}}, "headers.referrer_policy", "is not a Referrer-Policy value"),
     ({"client": {"connections_per_client": 0}}, "client.connections_per_client", "must be >= 1"),
+    ({"client": {"max_body_size": "10 MB"}}, "client.max_body_size", "not a size such as 512k or 10m"),
+    ({"client": {"max_body_size": "0"}}, "client.max_body_size", "at least 1 byte"),
     ({"tiers": ["nginx", "envoy"]}, "tiers[1]", "must be one of nginx"),
 ]
 
@@ -48,6 +50,13 @@ def test_a_malformed_policy_is_refused_naming_the_field(overrides, field, reason
     assert refused.value.field == field
     assert reason in str(refused.value)
     assert str(refused.value).startswith(f"traffic policy: {field}: ")
+
+
+@pytest.mark.parametrize(("size", "expected"), [("10m", 10 * 1024 * 1024), ("512k", 512 * 1024), ("1000", 1000)])
+def test_body_sizes_read_as_nginx_reads_them_and_render_back(size, expected):
+    policy = model.load(overrides={"client": {"max_body_size": size}})
+    assert policy.client.max_body_bytes == expected
+    assert model.format_size(expected) == size
 
 
 def test_the_shipped_policy_is_valid_and_every_class_has_one_owner_per_path():
