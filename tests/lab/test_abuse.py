@@ -316,5 +316,16 @@ def test_many_idle_connections_from_one_address_are_bounded(campaign):
 
 def test_a_well_behaved_client_is_served_throughout(campaign):
     assert campaign.failures == []
+
+
+def test_a_well_behaved_clients_p99_stays_within_twice_its_own(campaign, request):
+    if campaign.lb == "nginx":
+        # Known gap, kept visible instead of a looser bound: NGINX has no
+        # per-address connection limit, so every connection of the flood
+        # costs a TLS handshake on the cores that serve everyone else
+        # (measured 1.65-2.02x; docs/edge-abuse.md).  A kernel limit per
+        # source address in front of NGINX is the fix, not built yet.
+        request.applymarker(pytest.mark.xfail(reason="NGINX: no per-address connection limit against a TLS "
+                                                     "handshake flood (docs/edge-abuse.md)", strict=False))
     base, during = percentile(campaign.baseline, 99), percentile(campaign.during, 99)
     assert during <= 2 * base, f"p99 {during * 1000:.1f} ms under abuse, {base * 1000:.1f} ms without"
