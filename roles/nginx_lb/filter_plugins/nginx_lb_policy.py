@@ -9,6 +9,7 @@ role's variables typed by its argument spec (rolekit/typed.py, D6).
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -44,7 +45,18 @@ def render(policy_file: str, overrides: dict | None, servers: list, canary_serve
     return vars(rendered)
 
 
+def trusted(policy_file: str, overrides: dict | None = None) -> dict:
+    """The policy's trusted_proxies split by family, for the kernel's
+    per-address limits (nftables keeps one set per family)."""
+    try:
+        networks = [ipaddress.ip_network(c) for c in model.load(policy_file, overrides or {}).trusted_proxies]
+    except model.PolicyError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    return {"ipv4": [str(n) for n in networks if n.version == 4], "ipv6": [str(n) for n in networks if n.version == 6]}
+
+
 class FilterModule:
     def filters(self) -> dict:
         return {"nginx_lb_policy_problem": model.problem, "nginx_lb_policy": render,
-                "nginx_lb_policy_classes": classes, "nginx_lb_typed": typed.for_role(__file__)}
+                "nginx_lb_policy_classes": classes, "nginx_lb_policy_trusted": trusted,
+                "nginx_lb_typed": typed.for_role(__file__)}
