@@ -254,6 +254,8 @@ def test_edge_vip_uses_command_line_values_as_declared(accepted, tmp_path):
     ("nginx_lb_worker_connections=fifty", ["nginx_lb_worker_connections", "int"]),
     ("nginx_lb_tls_enabled=perhaps", ["nginx_lb_tls_enabled", "bool"]),
     ("nginx_lb_deny_cidrs=[10.0.0.0/8]", ["nginx_lb_deny_cidrs", "list", "comma-separated"]),
+    ("nginx_lb_client_connection_rate_period=1m", ["nginx_lb_client_connection_rate_period", "seconds"]),
+    ("nginx_lb_client_max_connections=-1", ["nginx_lb_client_max_connections", "0 (off) or"]),
     ("haproxy_lb_nbthread=two", ["haproxy_lb_nbthread", "int"]),
     ("edge_exporters_latency_buckets=0.1,slow", ["edge_exporters_latency_buckets", "float"]),
     ("edge_vip_virtual_router_id=fifty", ["edge_vip_virtual_router_id", "int"]),
