@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
+import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -77,9 +78,15 @@ class ClientHost:
 def remove(name: str) -> None:
     """Remove the namespace and its veth; nothing to remove is fine."""
     if name in _ip("netns", "list").stdout.split():
-        _ip("netns", "delete", name)  # deletes the veth pair with its inner end
-    if _ip("link", "show", veth_name(name), check=False).returncode == 0:
-        _ip("link", "delete", veth_name(name))
+        _ip("netns", "delete", name)  # deletes the veth pair with its inner end, soon
+    # The kernel destroys the pair after the namespace, not with it: the host
+    # end may still be listed, then gone before a delete of our own reaches it.
+    deadline = time.monotonic() + 5
+    while _ip("link", "show", veth_name(name), check=False).returncode == 0:
+        _ip("link", "delete", veth_name(name), check=False)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"client host {name}: {veth_name(name)} is still there after 5 s")
+        time.sleep(0.05)
 
 
 @contextmanager
