@@ -283,12 +283,12 @@ def test_a_connection_flood_from_one_address_is_refused(campaign):
     assert served <= api.burst + 1 + api.per_second * f["seconds"] + 1, f
     assert outcomes.get("429", 0) > 0 and f["first"]["429"] < MARGIN, f
     accepted = f["connections"] - outcomes.get("refused", 0)
-    assert outcomes.get("refused", 0) > 0, f
     if campaign.lb == "nginx":
         # The kernel drops new connections beyond the rate before any
         # handshake: a token bucket of `rate` connections, refilled at
-        # rate / period a second.  A connect waits up to 5 s for its SYN to
-        # be let through, so the flood's last ones may land that much later.
+        # rate / period a second.  A dropped SYN is resent, so the flood's
+        # connects are slowed down rather than refused (without the limit
+        # it opened 3,400-8,300 in the same time); one may wait up to 5 s.
         rate = MAX_CONNECTION_RATE["nginx"]
         assert accepted <= rate + rate / NGINX_RATE_PERIOD * (f["seconds"] + 5), f
     else:
@@ -297,6 +297,7 @@ def test_a_connection_flood_from_one_address_is_refused(campaign):
         # more through as the period moves: 10 % allowed.
         rate = MAX_CONNECTION_RATE["haproxy"]
         assert rate <= accepted <= rate * 1.1, f
+        assert outcomes.get("refused", 0) > 0, f
 
 
 def test_many_idle_connections_from_one_address_are_bounded(campaign):
