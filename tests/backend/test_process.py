@@ -4,6 +4,7 @@ connection limits and graceful shutdown on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import socket
@@ -53,11 +54,16 @@ def test_keep_alive_responses_are_not_held_back_by_nagle(shared):
     # Balancers reuse upstream connections.  Without TCP_NODELAY on accepted
     # sockets every response after the first on a connection waited for the
     # peer's delayed ACK (~40 ms each): the accepted socket must carry it.
-    with socket.create_connection(("127.0.0.1", shared.port), timeout=5) as client:
-        for _ in range(2):  # a reused keep-alive connection
-            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: backend\r\n\r\n")
-            assert client.recv(65536).startswith(b"HTTP/1.1 200")
-        nodelay = _peer_socket_option(shared.proc.pid, client.getsockname(), socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    conn = http.client.HTTPConnection("127.0.0.1", shared.port, timeout=5)
+    try:
+        for _ in range(2):  # a reused keep-alive connection, each response read whole
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+        nodelay = _peer_socket_option(shared.proc.pid, conn.sock.getsockname(), socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        conn.close()
     assert nodelay, "the accepted socket has Nagle on: keep-alive responses wait for delayed ACKs"
 
 

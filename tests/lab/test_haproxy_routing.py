@@ -64,8 +64,10 @@ def test_least_connections_avoids_the_busy_instance(client):
     worker = threading.Thread(target=slow)
     worker.start()
     try:
-        # The slow request is on its server (HAProxy's own session count).
-        wait_until(lambda: sum(s.sessions for s in server_states(node("edge-1"), "auth").values()) >= 1,
+        # The slow request is on its server (HAProxy's own session count), in
+        # the stable pool or, when the canary dice picked it, the canary pool.
+        wait_until(lambda: sum(s.sessions for pool in ("auth", "auth_canary")
+                               for s in server_states(node("edge-1"), pool).values()) >= 1,
                    timeout=3, interval=0.05, what="the slow auth request on a server")
         quick = instances(client, "/auth/quick", 4)
     finally:
