@@ -146,7 +146,7 @@ def test_no_request_failed_on_either_load_balancer(changes):
         # instances a few seconds apart, NGINX (drained only by a converge)
         # sees each refuse connections and disables it for fail_timeout, and
         # once every instance is disabled it answers 502 "no live upstreams"
-        # (its error log; 13-17 such answers, in 3 of 7 runs so far).  The
+        # (its error log; 13-17 such answers, in 3 of 8 runs so far).  The
         # fix is to take an instance out of NGINX's pool before stopping it.
         pytest.xfail(f"NGINX: {len(nginx.failures)} x 502 while instances were replaced in quick succession")
     assert nginx.failures == []
