@@ -15,17 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .podman import podman
-
-
-def _poll(predicate, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(interval)
+from .wait import until
 
 
 @dataclass
@@ -53,7 +43,7 @@ class Node:
         self.sh("pkill -f '[i]p -ts monitor address' || true; rm -f /run/vip-monitor.log")
         podman("exec", "-d", self.container, "sh", "-c",
                f"TZ=UTC exec ip -ts monitor address dev {self.interface} >/run/vip-monitor.log 2>&1")
-        _poll(lambda: self.sh("pgrep -f '[i]p -ts monitor address' || true").strip(), 5,
+        until(lambda: self.sh("pgrep -f '[i]p -ts monitor address' || true").strip(), 5,
               f"address monitor on {self.name}")
 
     def address_events(self) -> list[tuple[float, str]]:
@@ -71,7 +61,7 @@ class Node:
         def find():
             stamps = [t for t, k in self.address_events() if k == kind and t >= after - 0.05]
             return stamps[0] if stamps else None
-        return _poll(find, timeout, f"address {kind} on {self.name}") - after
+        return until(find, timeout, f"address {kind} on {self.name}") - after
 
 
 @dataclass
@@ -121,7 +111,7 @@ class Prober:
         def served() -> bool:
             after = [ok for started, _, ok in list(self.outcomes) if started >= since]
             return len(after) >= count and all(after[-count:])
-        _poll(served, timeout, f"{count} answered probes in a row on {self.vip}:{self.port}")
+        until(served, timeout, f"{count} answered probes in a row on {self.vip}:{self.port}")
 
     def failures_after(self, t0: float) -> int:
         return sum(1 for started, _, ok in self.outcomes if started >= t0 and not ok)

@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 
 from lab.podman import podman
+from lab.wait import until
 
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 # Time after an event during which its consequences are still its own:
@@ -72,14 +73,7 @@ class Event:
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DrillError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
+    return until(predicate, timeout, what, interval=interval, error=DrillError)
 
 
 class Lab:
