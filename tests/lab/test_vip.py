@@ -156,11 +156,8 @@ def _other(nodes, name: str) -> str:
     return other
 
 
-MEASURED: dict[str, dict] = {}
-
-
 def _report(name: str, **values) -> None:
-    MEASURED[name] = values
+    """What was measured, printed for the record (docs/edge-ha.md has the runs)."""
     print(f"\n{name}: {json.dumps(values)}")
 
 

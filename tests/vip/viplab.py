@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from lab import images, topology, vip
+from lab.wait import until
 from lab.podman import exists, podman
-from load_tests.drill import wait_for
 from vipkit import PLAYBOOK, Run, run, write_inventory
 
 PREFIX = os.environ.get("AUTOMATA_VIP_PREFIX", "automata-vip")
@@ -45,9 +45,8 @@ def container(node: str) -> str:
 
 
 def wait_until(predicate, timeout: float, what: str = "condition"):
-    """Poll every 50 ms until predicate() is truthy; return its value (the
-    drill's poller: the numbers here want a finer step)."""
-    return wait_for(predicate, timeout, what, interval=0.05)
+    """Poll every 50 ms until predicate() is truthy; return its value."""
+    return until(predicate, timeout, what)
 
 
 def sh(node: str, command: str, check: bool = True) -> str:
@@ -105,7 +104,7 @@ class VipLab:
                "--port", "8000", "--admin-host", "0.0.0.0", "--admin-port", "9000")
         for address in [*EDGES.values(), BACKEND[1]]:
             port = 8000 if address == BACKEND[1] else 22
-            wait_for(functools.partial(_listening, address, port), 60, f"{address}:{port}", interval=0.2)
+            until(functools.partial(_listening, address, port), 60, f"{address}:{port}", interval=0.2)
 
     def down(self) -> None:
         names = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout.split()
