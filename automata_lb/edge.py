@@ -2,10 +2,13 @@
 
 Reads go through probe.py (one SSH round trip per node, run in parallel);
 changes go through HAProxy's runtime API on each node.  Configuration
-changes are converges of playbooks/edge.yml, with one exception: the canary
-share, which a progressive rollout moves every few seconds, is written by
-share.py into the two places the role renders it (checked, then reloaded),
-after the inventory says the same, so the next converge changes nothing.
+changes are converges of playbooks/edge.yml, with two exceptions that
+node_edit.py makes on the nodes (checked, then reloaded):
+- the canary share, which a progressive rollout moves every few seconds,
+  written after the inventory says the same, so the next converge changes
+  nothing;
+- NGINX servers marked down while their instance is replaced (HAProxy's are
+  drained through its runtime API).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from . import inventory
 from .targets import EdgeNode, Target, TargetError
 
 PROBE = Path(__file__).with_name("probe.py").read_text()
-SHARE = Path(__file__).with_name("share.py").read_text()
+NODE_EDIT = Path(__file__).with_name("node_edit.py").read_text()
 ADMIN_SOCKET = "/run/haproxy/admin.sock"
 # Where the roles put things (their defaults; the lab and inventories/prod keep them).
 NGINX_CONF_DIR, NGINX_STAGING_DIR, HAPROXY_CONFIG = "/etc/nginx", "/etc/nginx/staging", "/etc/haproxy/haproxy.cfg"
@@ -54,14 +57,12 @@ def runtime(node: EdgeNode, *commands: str) -> str:
     return out
 
 
-def set_canary_share(target: Target, share: int) -> dict[str, dict]:
-    """Every node's NGINX and HAProxy send `share` percent of canary-class
-    requests to the canary (share.py); {node: {"haproxy": N, "nginx": how}}.
-    Raises when a node refused, after every node was tried."""
-    args = {"share": share, "nginx_file": nginx_render.canary_file(share), "nginx_conf_dir": NGINX_CONF_DIR,
-            "nginx_staging_dir": NGINX_STAGING_DIR, "haproxy_config": HAPROXY_CONFIG,
-            "haproxy_socket": ADMIN_SOCKET}
-    script = f"ARGS = {json.dumps(args)}\n" + SHARE
+def _edit_all(target: Target, what: str, args: dict) -> dict[str, dict]:
+    """node_edit.py with `args` on every node at once; {node: its answer}.
+    Raises, naming each node that refused, after every node was tried."""
+    args = {**args, "nginx_conf_dir": NGINX_CONF_DIR, "nginx_staging_dir": NGINX_STAGING_DIR,
+            "haproxy_config": HAPROXY_CONFIG, "haproxy_socket": ADMIN_SOCKET}
+    script = f"ARGS = {json.dumps(args)}\n" + NODE_EDIT
 
     def one(node: EdgeNode) -> tuple[str, dict]:
         try:
@@ -78,8 +79,24 @@ def set_canary_share(target: Target, share: int) -> dict[str, dict]:
         results = dict(pool.map(one, target.edges))
     refused = {name: r["error"] for name, r in results.items() if "error" in r}
     if refused:
-        raise TargetError(f"canary share {share}% refused: " + "; ".join(f"{n}: {e}" for n, e in refused.items()))
+        raise TargetError(f"{what} refused: " + "; ".join(f"{n}: {e}" for n, e in refused.items()))
     return results
+
+
+def set_canary_share(target: Target, share: int) -> dict[str, dict]:
+    """Every node's NGINX and HAProxy send `share` percent of canary-class
+    requests to the canary; {node: {"haproxy": N, "nginx": how}}."""
+    return _edit_all(target, f"canary share {share}%",
+                     {"op": "share", "share": share, "nginx_canary_file": nginx_render.CANARY_FILE,
+                      "nginx_canary_text": nginx_render.canary_file(share)})
+
+
+def set_nginx_servers(target: Target, *, down: list[str] = (), up: list[str] = ()) -> dict[str, dict]:
+    """Mark servers `down` in (or back into) every NGINX pool that lists them,
+    on every node; {node: {"nginx": how, "servers": the names it has}}."""
+    return _edit_all(target, f"NGINX servers down={list(down)} up={list(up)}",
+                     {"op": "nginx_servers", "down": list(down), "up": list(up),
+                      "nginx_upstreams_file": nginx_render.UPSTREAMS_FILE})
 
 
 def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:

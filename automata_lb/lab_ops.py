@@ -8,13 +8,14 @@ The state is what an operator would write by hand: the inventory's
 is reconciling back to the state a command recorded before it ran.
 
 Order, so that no request fails: new instances start and pass their health
-check first; an instance to replace or remove is drained on HAProxy (at
-runtime) before it stops, and stops with SIGTERM, so the backend finishes
-what it has and closes WebSockets cleanly; NGINX retries idempotent
-requests that meet a stopped instance, and canary pools fall back to their
-stable backups.  A change of the backend lists is one inventory change
-followed by one converge; the canary share is written into the inventory
-and onto the nodes directly (edge.set_canary_share), without a converge.
+check first; an instance to replace is drained on HAProxy (at runtime)
+and marked down on NGINX (a checked file and a reload) before it stops, and
+one to remove leaves NGINX's pools with the converge before it stops; it
+stops with SIGTERM, so the backend finishes what it has and closes
+WebSockets cleanly.  Canary pools fall back to their stable backups.  A
+change of the backend lists is one inventory change followed by one
+converge; the canary share is written into the inventory and onto the nodes
+directly (edge.set_canary_share), without a converge.
 """
 
 from __future__ import annotations
@@ -168,8 +169,9 @@ def _start(entry: dict, track: str, release: str | None, image: str, say: Say) -
 
 def _replace(target: Target, entry: dict, track: str, release: str, image: str, say: Say) -> None:
     name = entry["name"]
-    say(f"draining {name} on HAProxy")
+    say(f"draining {name}: HAProxy at runtime, NGINX marks it down (checked file + reload)")
     set_server_state(target, name, "drain")
+    edge.set_nginx_servers(target, down=[name])
     try:
         _wait(lambda: _sessions(target, name) == 0, 30, f"{name} still had sessions")
     except TargetError:
@@ -178,6 +180,7 @@ def _replace(target: Target, entry: dict, track: str, release: str, image: str, 
     lab_stack.remove_backend(name)
     _start(entry, track, release, image, say)
     set_server_state(target, name, "ready")
+    edge.set_nginx_servers(target, up=[name])
     _wait(lambda: _up_everywhere(target, name), 60, f"HAProxy did not see {name} UP again")
     say(f"{name} runs {release} and takes traffic again")
 

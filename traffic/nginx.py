@@ -31,6 +31,8 @@ RETRY = {"connect-failure": "error timeout", "reset": "error", "timeout": "timeo
          "502": "http_502", "503": "http_503", "504": "http_504"}
 CANARY_SUFFIX = "_canary"
 CANARY_FILE = "conf.d/canary.conf"
+# The pools; automata-lb marks a server `down` here while its instance is replaced.
+UPSTREAMS_FILE = "conf.d/upstreams.conf"
 
 
 def check(policy: Policy) -> None:

@@ -52,6 +52,12 @@ def _server(app, host: str, port: int, grace_period: float) -> _Server:
         access_log=False,  # our middleware writes the access log
         log_config=None,  # keep the JSON logging configured in logs.py
         timeout_graceful_shutdown=grace_period,
+        # Longer than any load balancer keeps an idle connection to us (NGINX
+        # 4 s, HAProxy until its pool purge), so the balancer closes first: a
+        # connection reused just as we close it (uvicorn's default is 5 s)
+        # costs the balancer a retry, or the client an error where it does
+        # not retry.
+        timeout_keep_alive=75,
     ))
 
 

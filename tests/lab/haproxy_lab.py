@@ -46,6 +46,14 @@ def server_states(host, backend: str) -> dict[str, ServerState]:
             for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
 
 
+def retries(host, backend: str) -> int:
+    """Requests of `backend` HAProxy sent again (retries plus redispatches to
+    another server), since the running worker started."""
+    rows = csv.DictReader(io.StringIO(runtime(host, "show stat").lstrip("# ")))
+    return next(int(r["wretr"] or 0) + int(r["wredis"] or 0) for r in rows
+                if r["pxname"] == backend and r["svname"] == "BACKEND")
+
+
 def worker_traffic(host, frontend: str = "public") -> tuple[int, int]:
     """(pid, HTTP requests its `frontend` took) of the worker answering the
     runtime API.  After a reload that is the new worker, whose counters start

@@ -141,14 +141,6 @@ def test_no_request_failed_on_either_load_balancer(changes):
     _, _, nginx, haproxy, _ = changes
     assert nginx.requests > 100 and haproxy.requests > 100
     assert haproxy.failures == []
-    if nginx.failures and set(nginx.failures) == {"HTTP 502"}:
-        # Known bug, reported rather than hidden: a rolling replacement stops
-        # instances a few seconds apart, NGINX (drained only by a converge)
-        # sees each refuse connections and disables it for fail_timeout, and
-        # once every instance is disabled it answers 502 "no live upstreams"
-        # (its error log; 13-17 such answers, in 3 of 8 runs so far).  The
-        # fix is to take an instance out of NGINX's pool before stopping it.
-        pytest.xfail(f"NGINX: {len(nginx.failures)} x 502 while instances were replaced in quick succession")
     assert nginx.failures == []
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from haproxy_lab import WebSocketSession, instances, server_states, wait_until_settled
+from haproxy_lab import WebSocketSession, instances, retries, server_states, wait_until_settled
 from labkit import lab_policy, node, wait_until
 
 POLICY = lab_policy()
@@ -44,12 +44,18 @@ def client(edge, settled):
 
 def test_round_robin_cycles_over_the_stable_instances(client, stable_backends):
     names = sorted(b["name"] for b in stable_backends)
+    edge1 = node("edge-1")
+    retried_before = retries(edge1, "api")
     seen = [i for i in instances(client, "/health", 60) if i in names]  # the canary share aside
+    retried = retries(edge1, "api") - retried_before
     assert len(seen) >= 40
     # Strict rotation: any window of len(names) consecutive answers holds each
-    # instance exactly once.
-    for start in range(len(seen) - len(names) + 1):
-        assert sorted(seen[start:start + len(names)]) == names, seen
+    # instance exactly once.  A request HAProxy sent again (an idle server
+    # connection that closed as it was reused) took a second server's turn,
+    # which shows in at most len(names) windows.
+    out_of_turn = [start for start in range(len(seen) - len(names) + 1)
+                   if sorted(seen[start:start + len(names)]) != names]
+    assert len(out_of_turn) <= retried * len(names), (seen, out_of_turn, retried)
 
 
 def test_least_connections_avoids_the_busy_instance(client):

@@ -1,0 +1,152 @@
+"""Runs ON an edge node (python3 -, over SSH): the changes automata-lb makes
+between converges, then one JSON line with what the node now does.
+
+edge.py prepends `ARGS = {...}`: the operation and its inputs.  Standard
+library only.
+
+- `share`: the canary share on both load balancers.
+  - NGINX: the share lives alone in conf.d/canary.conf (the text comes
+    rendered by traffic/nginx.py).
+  - HAProxy: the process variable the canary dice reads is set through the
+    runtime API (no reload, effective for the next request), and the same
+    number is written into haproxy.cfg after `haproxy -c` accepts the edited
+    copy, so a later reload keeps it.
+- `nginx_servers`: servers marked `down` (or not) in NGINX's pools, before an
+  instance stops and after it is back.  NGINX has no runtime API; left alone,
+  it learns of a stopped instance from failed requests and then shuns it for
+  `fail_timeout`, and a quick rolling replacement can leave a pool with no
+  live server.  HAProxy's servers are drained through its runtime API by the
+  caller.
+
+Every NGINX change goes into the role's staging tree first; `nginx -t` checks
+the whole staged configuration, and only then is the file copied into the
+live tree and NGINX reloaded (new workers, no dropped connection).  A refused
+file is taken back out of the staging tree: the running NGINX never saw it.
+
+The next converge renders these files from the inventory: the caller keeps
+the canary share there too, and a server is only down while it is replaced.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+
+ARGS = globals().get("ARGS", {})
+# An upstream server line as traffic/nginx.py renders it: `server ADDR flags;  # NAME`.
+SERVER_LINE = re.compile(r"^(\s*server\s+[^;#]*?)(\s+down)?;(\s+#\s*(\S+))\s*$", re.MULTILINE)
+
+
+def replace(path, text):
+    tmp = path + ".automata-lb"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def refuse(message):
+    raise SystemExit(json.dumps({"error": message}))
+
+
+def runtime(command):
+    # probe.py has the same few lines: each script travels to the node alone.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(ARGS["haproxy_socket"])
+        s.sendall((command + "\n").encode())
+        chunks = []
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def nginx_file(name, text):
+    """Checked, then live, then reloaded; "unchanged" when live already says it."""
+    live = os.path.join(ARGS["nginx_conf_dir"], name)
+    staged = os.path.join(ARGS["nginx_staging_dir"], name)
+    if read(live) == text:
+        return "unchanged"
+    before = read(staged)
+    replace(staged, text)
+    check = subprocess.run(["/usr/sbin/nginx", "-t", "-q", "-c", os.path.join(ARGS["nginx_staging_dir"], "nginx.conf")],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        replace(staged, before)
+        refuse(f"nginx -t refused {name}: " + check.stderr.strip())
+    replace(live, text)
+    subprocess.run(["systemctl", "reload", "nginx"], check=True, capture_output=True)
+    return "reloaded"
+
+
+def haproxy_share(share):
+    cfg = ARGS["haproxy_config"]
+    text = read(cfg)
+    pattern = re.compile(r"(set-var\s+proc\.canary_percent\s+int\()\d+(\))")
+    if not pattern.search(text):
+        refuse(cfg + " sets no proc.canary_percent (no canary servers on this edge?)")
+    edited = pattern.sub(rf"\g<1>{share}\g<2>", text)
+    if edited != text:
+        candidate = cfg + ".automata-lb"
+        with open(candidate, "w") as f:
+            f.write(edited)
+        # -dW as the role checks: a warning refuses the file too.
+        check = subprocess.run(["/usr/sbin/haproxy", "-dW", "-c", "-q", "-f", candidate],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            os.unlink(candidate)
+            refuse("haproxy -c refused the edited config: " + check.stderr.strip())
+        # The owner, group and mode the role gave it (the file holds the stats password).
+        st = os.stat(cfg)
+        os.chown(candidate, st.st_uid, st.st_gid)
+        os.chmod(candidate, st.st_mode & 0o777)
+        os.replace(candidate, cfg)
+    answer = runtime(f"experimental-mode on; set var proc.canary_percent int({share})").strip()
+    if answer:
+        refuse("HAProxy runtime API: " + answer)
+    now = runtime("get var proc.canary_percent")
+    found = re.search(r"value=<(\d+)>", now)
+    return int(found.group(1)) if found else None
+
+
+def share():
+    # HAProxy first: instant, and it is the tier a failed NGINX check must not hold back.
+    result = {"haproxy": haproxy_share(int(ARGS["share"]))}
+    result["nginx"] = nginx_file(ARGS["nginx_canary_file"], ARGS["nginx_canary_text"])
+    return result
+
+
+def mark_servers(text, down, up):
+    """`text` with the servers named in `down` marked down and those in `up`
+    not; and the names it has of either."""
+    found = set()
+
+    def mark(m):
+        server = m.group(4)
+        if server not in set(down) | set(up):
+            return m.group(0)
+        found.add(server)
+        return m.group(1) + (" down" if server in down else "") + ";" + m.group(3)
+
+    return SERVER_LINE.sub(mark, text), found
+
+
+def nginx_servers():
+    name = ARGS["nginx_upstreams_file"]
+    edited, found = mark_servers(read(os.path.join(ARGS["nginx_conf_dir"], name)), ARGS["down"], ARGS["up"])
+    # A server NGINX does not have (a new instance before its converge) is
+    # not an error: there is nothing to take out or put back.
+    return {"nginx": nginx_file(name, edited), "servers": sorted(found)}
+
+
+if __name__ == "__main__":
+    print(json.dumps({"share": share, "nginx_servers": nginx_servers}[ARGS["op"]]()))
