@@ -37,12 +37,13 @@ class ServerState:
     check_status: str  # L7OK, L7STS, HANA (circuit breaker) ...
     weight: int        # effective weight (slowstart ramps it up)
     sessions: int = 0  # requests on the server now (scur)
+    set_weight: int = 0  # the weight it was given (config or runtime API), slowstart's target
 
 
 def server_states(host, backend: str) -> dict[str, ServerState]:
     rows = csv.DictReader(io.StringIO(runtime(host, "show stat").lstrip("# ")))
     return {r["svname"]: ServerState(r["status"], r["check_status"].lstrip("* "), int(r["weight"] or 0),
-                                     int(r["scur"] or 0))
+                                     int(r["scur"] or 0), int(r["uweight"] or 0))
             for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
 
 
@@ -112,13 +113,14 @@ def health_settings(host) -> HealthSettings:
 
 
 def wait_until_settled(host, backends: list[str], timeout: float = 60) -> None:
-    """Every server UP at its full configured weight (slowstart finished), so
-    a test that counts instances is not skewed by an earlier test."""
+    """Every server UP at the weight it was given (slowstart finished), so a
+    test that counts instances is not skewed by an earlier test.  (Equal
+    effective weights are not enough: servers that came back together ramp
+    up together.)"""
     def settled() -> bool:
         for backend in backends:
             states = server_states(host, backend)
-            if not states or any(s.status != "UP" or s.weight != max(x.weight for x in states.values())
-                                 for s in states.values()):
+            if not states or any(s.status != "UP" or s.weight != s.set_weight for s in states.values()):
                 return False
         return True
     wait_until(settled, timeout, interval=1, what=f"every server of {backends} UP at full weight")
