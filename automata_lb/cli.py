@@ -22,12 +22,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.table import Table
 
 from infra.settings import ConfigError, Invalid, pinned_image
 from monitoring import canary_analysis
@@ -36,6 +35,7 @@ from traffic.model import PolicyError, duration_ms
 from . import autoscale, canary, edge, health, history, lab_ops
 from . import stack as stack_ops
 from .lab_ops import LabState
+from .output import Column, emit_json, number, show, table
 from .prom import Prometheus, PrometheusError, backend_figures
 from .targets import ROOT, STACKS, Target, TargetError, inventory, lab
 
@@ -81,10 +81,6 @@ def resolve() -> Target:
     except TargetError as exc:
         err.print(f"automata-lb: {exc}")
         raise typer.Exit(UNREACHABLE) from None
-
-
-def emit_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
 
 def _ago(ts: float | None) -> str:
@@ -139,30 +135,35 @@ def _lb_cell(lb: dict) -> str:
     return f"{state} {lb['version'].split('-')[0]} · {lb['config_hash'][:8]} · {_ago(lb['last_reload'])}"
 
 
-def render_status(doc: dict) -> Group:
-    edges = Table(title=f"Edge nodes ({doc['target']})", title_justify="left")
-    for col in ("node", "nginx · config · reloaded", "haproxy · config · reloaded", "canary"):
-        edges.add_column(col, no_wrap=True)
+# Columns left out first when a table does not fit (output.table): the
+# figures Prometheus adds, then the ones `--json` and `metrics` also give.
+EDGE_COLUMNS = (Column("node"), Column("nginx · config · reloaded", wrap=True),
+                Column("haproxy · config · reloaded", wrap=True), Column("canary", drop=1))
+SERVER_COLUMNS = (Column("server"), Column("track", drop=4), Column("release"),
+                  Column("state"), Column("weight", "right"), Column("sessions", "right", drop=5),
+                  Column("req/s", "right", drop=3), Column("5xx", "right", drop=2), Column("p99", "right", drop=1))
+
+
+def render_status(doc: dict, console: Console = out) -> Group:
+    edge_rows = []
     for n in doc["edges"]:
         if not n.get("reachable"):
-            edges.add_row(n["node"], "[red]unreachable[/]", n.get("error", "")[:50], "")
+            edge_rows.append([n["node"], "[red]unreachable[/]", n.get("error", ""), ""])
             continue
         share = n["haproxy"].get("canary_percent")
-        edges.add_row(n["node"], _lb_cell(n["nginx"]), _lb_cell(n["haproxy"]), "-" if share is None else f"{share}%")
-    servers = Table(title="Backend servers (HAProxy on every edge node)", title_justify="left")
-    for col in ("server", "track", "release", "state", "weight", "sessions", "req/s", "5xx", "p99"):
-        servers.add_column(col, justify="left" if col in ("server", "track", "release", "state") else "right",
-                           no_wrap=True)
+        edge_rows.append([n["node"], _lb_cell(n["nginx"]), _lb_cell(n["haproxy"]), "-" if share is None else f"{share}%"])
     colour = {"UP": "green", "DRAIN": "yellow", "MAINT": "yellow", "MIXED": "yellow"}
+    server_rows = []
     for s in doc["servers"]:
         st = s["state"]
-        rps = f"{s['rps']:.1f}" if "rps" in s else "-"
-        ratio = f"{s['error_ratio'] * 100:.1f}%" if "error_ratio" in s else "-"
-        p99 = f"{s['p99_s'] * 1000:.0f} ms" if s.get("p99_s") is not None else "-"
-        servers.add_row(s["server"], s["version"], s["release"] or "-", f"[{colour.get(st.split()[0], 'red')}]{st}[/]",
-                        str(s["weight"]), str(s["sessions"]), rps, ratio, p99)
+        server_rows.append([s["server"], s["version"], s["release"] or "-", f"[{colour.get(st.split()[0], 'red')}]{st}[/]",
+                            str(s["weight"]), str(s["sessions"]), number(s.get("rps")),
+                            number(s.get("error_ratio"), scale=100, suffix="%"),
+                            number(s.get("p99_s"), ".0f", scale=1000, suffix=" ms")])
     footer = ("metrics from " + doc["prometheus"]) if doc["prometheus"] else "no Prometheus: figures from the nodes only"
-    return Group(edges, servers, f"[dim]{footer}; {datetime.now(UTC):%H:%M:%S} UTC[/]")
+    return Group(table(f"Edge nodes ({doc['target']})", EDGE_COLUMNS, edge_rows, console),
+                 table("Backend servers (HAProxy on every edge node)", SERVER_COLUMNS, server_rows, console),
+                 f"[dim]{footer}; {datetime.now(UTC):%H:%M:%S} UTC[/]")
 
 
 @app.command()
@@ -186,7 +187,7 @@ def status(
             except KeyboardInterrupt:
                 pass
     else:
-        out.print(render_status(doc))
+        show(out, render_status(doc))
     raise typer.Exit(OK if doc["healthy"] else FAILED)
 
 
@@ -201,13 +202,11 @@ def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print the
     if as_json:
         emit_json({"target": target.name, "healthy": ok, "checks": [c.as_dict() for c in checks]})
     else:
-        table = Table(title=f"Health ({target.name})", title_justify="left")
-        for col in ("component", "endpoint", "status", "ms", "ok"):
-            table.add_column(col)
-        for c in checks:
-            table.add_row(c.component, c.endpoint, str(c.status or "no answer"), f"{c.ms:.0f}",
-                          "[green]yes[/]" if c.ok else "[red]NO[/]")
-        out.print(table)
+        columns = (Column("component"), Column("endpoint"), Column("status"),
+                   Column("ms", "right", drop=1), Column("ok"))
+        rows = [(c.component, c.endpoint, str(c.status or "no answer"), number(c.ms, ".0f"),
+                 "[green]yes[/]" if c.ok else "[red]NO[/]") for c in checks]
+        show(out, table(f"Health ({target.name})", columns, rows, out))
     raise typer.Exit(OK if ok else FAILED)
 
 
@@ -264,22 +263,17 @@ def metrics(
         emit_json(doc)
         raise typer.Exit(OK)
     for tier, figures in doc["tiers"].items():
-        table = Table(title=f"{tier} ({doc['source']})", title_justify="left")
+        title = f"{tier} ({doc['source']})"
         if tier == "backends":
-            for col in ("instance", "req/s", "5xx", "p99"):
-                table.add_column(col)
-            for name, f in sorted(figures.items()):
-                p99 = f"{f['p99_s'] * 1000:.0f} ms" if f.get("p99_s") is not None else "-"
-                table.add_row(name, f"{f['rps']:.1f}", f"{f['error_ratio'] * 100:.1f}%", p99)
+            columns = (Column("instance"), Column("req/s", "right"), Column("5xx", "right"),
+                       Column("p99", "right"))
+            rows = [(name, number(f["rps"]), number(f["error_ratio"], scale=100, suffix="%"),
+                     number(f.get("p99_s"), ".0f", scale=1000, suffix=" ms")) for name, f in sorted(figures.items())]
         else:
-            table.add_column("figure")
-            table.add_column("by")
-            table.add_column("value", justify="right")
-            for figure, values in figures.items():
-                for key, value in sorted(values.items()):
-                    shown = f"{value * 100:.1f}%" if "ratio" in figure else f"{value:.1f}"
-                    table.add_row(figure, key, shown)
-        out.print(table)
+            columns = (Column("figure"), Column("by"), Column("value", "right"))
+            rows = [(figure, key, number(value, scale=100, suffix="%") if "ratio" in figure else number(value))
+                    for figure, values in figures.items() for key, value in sorted(values.items())]
+        show(out, table(title, columns, rows, out))
     raise typer.Exit(OK)
 
 
@@ -717,15 +711,11 @@ def canary_status(as_json: Annotated[bool, typer.Option("--json", help="Print th
              for i, w in enumerate(rollout.steps)]
     out.print(f"steps: {' -> '.join(marks)}, {rollout.interval_s:g}s each; recorded weight {rollout.weight}%")
     tiers = [t for t in ("nginx", "haproxy", "istio") if any(isinstance(w, dict) and t in w for w in weights.values())]
-    table = Table(title="Canary weight now", title_justify="left")
-    for col in ("node", *tiers):
-        table.add_column(col)
-    for node, w in weights.items():
-        if isinstance(w, dict):
-            table.add_row(node, *(f"{w[t]}%" if w.get(t) is not None else "-" for t in tiers))
+    rows = [(node, *(f"{w[t]}%" if w.get(t) is not None else "-" for t in tiers))
+            for node, w in weights.items() if isinstance(w, dict)]
     if "error" in weights:
         err.print(f"automata-lb: weights unknown: {weights['error']}")
-    out.print(table)
+    show(out, table("Canary weight now", [Column("node"), *(Column(t, "right") for t in tiers)], rows, out))
     last = rollout.last_analysis
     if last:
         out.print(f"last analysis ({_ago(last['time'])}, window {last['window_s']:.0f}s): "
@@ -893,14 +883,13 @@ def show_history(
     if as_json:
         emit_json(entries)
         raise typer.Exit(OK)
-    table = Table(title=f"History ({name})", title_justify="left")
-    for col in ("when", "command", "outcome", "details"):
-        table.add_column(col)
+    rows = []
     for e in entries:
         details = {k: v for k, v in e.items() if k not in ("time", "target", "command", "before", "after", "outcome")}
-        table.add_row(f"{datetime.fromtimestamp(e['time']):%m-%d %H:%M:%S}", e["command"], e.get("outcome", ""),
-                      json.dumps(details, default=str)[:60])
-    out.print(table)
+        rows.append((f"{datetime.fromtimestamp(e['time']):%m-%d %H:%M:%S}", e["command"], e.get("outcome", ""),
+                     json.dumps(details, default=str)))
+    columns = (Column("when"), Column("command"), Column("outcome"), Column("details", wrap=True))
+    show(out, table(f"History ({name})", columns, rows, out))
 
 
 def run() -> None:
