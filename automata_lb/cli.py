@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.metadata
 import json
+import math
 import re
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console, Group
@@ -36,7 +39,7 @@ from . import autoscale, canary, edge, health, history, lab_ops
 from . import stack as stack_ops
 from .lab_ops import LabState
 from .output import Column, emit_json, number, show, table
-from .prom import Prometheus, PrometheusError, backend_figures
+from .prom import Prometheus, PrometheusError, backend_figures, duration_seconds
 from .targets import ROOT, STACKS, Target, TargetError, inventory, lab
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -57,12 +60,57 @@ class State:
 state = State()
 
 
+def version() -> str:
+    """The installed package's version; from pyproject.toml when it runs uninstalled."""
+    try:
+        return importlib.metadata.version("automata-lb")
+    except importlib.metadata.PackageNotFoundError:
+        try:
+            return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
+def _print_version(given: bool) -> None:
+    if given:
+        out.print(f"automata-lb {version()}", highlight=False)
+        raise typer.Exit(OK)
+
+
+# Checks of numeric options, run by typer as it reads them: a bad value
+# exits 2 with "Invalid value for '--NAME'" before the command starts.
+
+def bounded(low: float, high: float | None = None, *, above: bool = False, unit: str = "") -> Callable[[Any], Any]:
+    """At least `low` (or above it), at most `high`; finite in every case."""
+    wanted = (f"between {low:g} and {high:g}" if high is not None else f"above {low:g}" if above
+              else f"at least {low:g}") + (f" {unit}" if unit else "")
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        if not math.isfinite(value) or value < low or (above and value == low) or (high is not None and value > high):
+            raise typer.BadParameter(f"must be {wanted}, got {value:g}")
+        return value
+
+    return check
+
+
+def prometheus_window(value: str) -> str:
+    try:
+        duration_seconds(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 @app.callback()
 def main(
     target: Annotated[str, typer.Option(help="The Podman lab (the default).")] = "lab",
     inventory_path: Annotated[Path | None, typer.Option(
         "--inventory", "-i", help="Edge VMs of an Ansible inventory, e.g. inventories/prod.")] = None,
     stack: Annotated[str | None, typer.Option(help=f"A Pulumi stack: {', '.join(STACKS)}.")] = None,
+    _version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                           callback=_print_version)] = False,
 ) -> None:
     if target != "lab":
         raise typer.BadParameter("only 'lab' is a --target; use --inventory PATH or --stack NAME", param_hint="--target")
@@ -169,7 +217,8 @@ def render_status(doc: dict, console: Console = out) -> Group:
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the state as JSON.")] = False,
-    watch: Annotated[float | None, typer.Option(help="Refresh every N seconds until Ctrl-C.", min=0.5)] = None,
+    watch: Annotated[float | None, typer.Option(help="Refresh every N seconds until Ctrl-C.",
+                                                callback=bounded(0.5, unit="seconds"))] = None,
 ) -> None:
     """Edge nodes (NGINX, HAProxy: up, version, config, last reload), every backend
     server's state, weight and sessions, and with Prometheus its rate, 5xx and p99."""
@@ -253,7 +302,8 @@ def collect_metrics(target: Target, window: str) -> dict:
 @app.command()
 def metrics(
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
-    window: Annotated[str, typer.Option(help="Rate window, a Prometheus duration.")] = "1m",
+    window: Annotated[str, typer.Option(help="Rate window, a Prometheus duration.",
+                                        callback=prometheus_window)] = "1m",
 ) -> None:
     """Headline figures per tier and per backend: from Prometheus when the target
     has one, otherwise from the nodes themselves."""
@@ -399,7 +449,8 @@ def _stack_change(command: str, values_of: Callable[[dict], dict], dry_run: bool
 
 @app.command("scale-up")
 def scale_up(
-    count: Annotated[int, typer.Argument(help="Instances to add (with --to: the total wanted).")],
+    count: Annotated[int, typer.Argument(help="Instances to add (with --to: the total wanted).", metavar="COUNT",
+                                         callback=bounded(1))],
     to: Annotated[bool, typer.Option("--to", help="COUNT is the total, not the number to add.")] = False,
     traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class to scale.")] = "api",
     dry_run: DryRun = False, yes: Yes = False,
@@ -410,7 +461,8 @@ def scale_up(
 
 @app.command("scale-down")
 def scale_down(
-    count: Annotated[int, typer.Argument(help="Instances to remove (with --to: the total wanted).")],
+    count: Annotated[int, typer.Argument(help="Instances to remove (with --to: the total wanted).", metavar="COUNT",
+                                         callback=bounded(1))],
     to: Annotated[bool, typer.Option("--to", help="COUNT is the total, not the number to remove.")] = False,
     traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class to scale.")] = "api",
     dry_run: DryRun = False, yes: Yes = False,
@@ -420,8 +472,6 @@ def scale_down(
 
 
 def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, yes: bool) -> None:
-    if count < 1:
-        raise typer.BadParameter(f"must be at least 1, got {count}", param_hint="COUNT")
     if state.stack:
         if traffic_class not in ("api", "websocket", "ai"):
             raise typer.BadParameter(f"{traffic_class!r} is not one of api, websocket, ai", param_hint="--class")
@@ -478,7 +528,8 @@ def canary_deploy(
     release: Annotated[str | None, typer.Argument(help="Lab: a release name (or an image with a pinned tag); "
                                                         "stack: a pinned image.  Not with --resume.")] = None,
     weight: Annotated[int, typer.Option(help="Without --steps: hold the canary at this percent of "
-                                             "canary-class traffic, no analysis.")] = 10,
+                                             "canary-class traffic, no analysis.",
+                                        callback=bounded(0, 100, unit="(percent)"))] = 10,
     steps: Annotated[str | None, typer.Option(help="Progressive: the weights to go through, e.g. 10,25,50,100; "
                                                    "each step is judged on Prometheus before the next.")] = None,
     interval: Annotated[str, typer.Option(help="Progressive: how long each step lasts (30s, 2m).")] = "30s",
@@ -628,8 +679,6 @@ def _print_stack_steps(stack: str, rollout: canary.Rollout) -> None:
 
 
 def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
-    if not 0 <= weight <= 100:
-        raise typer.BadParameter(f"must be between 0 and 100, got {weight}", param_hint="--weight")
     if state.stack:
         image = _pinned_image(release, "RELEASE")
         _stack_change("canary-deploy", lambda cfg: {"canaryImage": image, "trafficPolicy": {"canary": {"share": weight}}},
@@ -760,16 +809,23 @@ def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
 
 @app.command("auto-scale")
 def auto_scale(
-    min_replicas: Annotated[int, typer.Option("--min-replicas", "--min", help="Fewest instances.")] = 2,
-    max_replicas: Annotated[int, typer.Option("--max-replicas", "--max", help="Most instances.")] = 6,
-    cpu: Annotated[int, typer.Option("--cpu-threshold", "--cpu", help="Stack: HPA CPU target, percent.")] = 70,
-    memory: Annotated[int, typer.Option("--memory-threshold", "--memory",
-                                        help="Stack: HPA memory target, percent.")] = 80,
+    min_replicas: Annotated[int, typer.Option("--min-replicas", "--min", help="Fewest instances.",
+                                              callback=bounded(1))] = 2,
+    max_replicas: Annotated[int, typer.Option("--max-replicas", "--max", help="Most instances.",
+                                              callback=bounded(1))] = 6,
+    cpu: Annotated[int, typer.Option("--cpu-threshold", "--cpu", help="Stack: HPA CPU target, percent.",
+                                     callback=bounded(1, 100, unit="(percent)"))] = 70,
+    memory: Annotated[int, typer.Option("--memory-threshold", "--memory", help="Stack: HPA memory target, percent.",
+                                        callback=bounded(1, 100, unit="(percent)"))] = 80,
     traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class.")] = "api",
-    target_inflight: Annotated[float, typer.Option(help="Lab: connections in flight per instance to aim for.")] = 20,
-    cooldown: Annotated[float, typer.Option(help="Lab: seconds below target before scaling down.")] = 60,
-    interval: Annotated[float, typer.Option(help="Lab: seconds between evaluations.")] = 5,
-    duration: Annotated[float | None, typer.Option(help="Lab: stop after this many seconds.")] = None,
+    target_inflight: Annotated[float, typer.Option(help="Lab: connections in flight per instance to aim for.",
+                                                   callback=bounded(0, above=True))] = 20,
+    cooldown: Annotated[float, typer.Option(help="Lab: seconds below target before scaling down.",
+                                            callback=bounded(0, unit="seconds"))] = 60,
+    interval: Annotated[float, typer.Option(help="Lab: seconds between evaluations.",
+                                            callback=bounded(0, above=True, unit="seconds"))] = 5,
+    duration: Annotated[float | None, typer.Option(help="Lab: stop after this many seconds.",
+                                                   callback=bounded(0, above=True, unit="seconds"))] = None,
     dry_run: DryRun = False, yes: Yes = False,
 ) -> None:
     """Stack: turn the HPAs on with these bounds and targets.  Lab: run the
@@ -778,9 +834,6 @@ def auto_scale(
     if not 1 <= min_replicas <= max_replicas:
         raise typer.BadParameter(f"need 1 <= --min-replicas ({min_replicas}) <= --max-replicas ({max_replicas})",
                                  param_hint="--min-replicas")
-    for value, hint in ((cpu, "--cpu-threshold"), (memory, "--memory-threshold")):
-        if not 1 <= value <= 100:
-            raise typer.BadParameter(f"must be between 1 and 100 (percent), got {value}", param_hint=hint)
     if state.stack:
         if traffic_class not in ("api", "websocket", "ai"):
             raise typer.BadParameter(f"{traffic_class!r} is not one of api, websocket, ai", param_hint="--class")
@@ -791,8 +844,6 @@ def auto_scale(
     if max_replicas > lab_ops.MAX_STABLE:
         raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances",
                                  param_hint="--max-replicas")
-    if target_inflight <= 0:
-        raise typer.BadParameter("must be above 0", param_hint="--target-inflight")
     target = resolve()
     if not target.prometheus_url:
         err.print("automata-lb: the lab autoscaler reads Prometheus; this lab has none (`make lab` starts it)")
@@ -875,7 +926,7 @@ def load_test(ctx: typer.Context) -> None:
 @app.command("history")
 def show_history(
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON.")] = False,
-    limit: Annotated[int, typer.Option(help="How many of the newest records.", min=1)] = 10,
+    limit: Annotated[int, typer.Option(help="How many of the newest records.", callback=bounded(1))] = 10,
 ) -> None:
     """What this tool changed on the target, newest last."""
     name = f"stack-{state.stack}" if state.stack else resolve().name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from monitoring.rules import CLIENT_ROUTES
@@ -9,6 +11,21 @@ from monitoring.rules import CLIENT_ROUTES
 
 class PrometheusError(RuntimeError):
     pass
+
+
+# Prometheus's own duration syntax (common/model's ParseDuration): units
+# from the largest down, each at most once, e.g. 90s, 1h30m, 2d.
+_DURATION = re.compile(r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?")
+_UNIT_S = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration (a range window) in seconds; ValueError if it is none, or zero."""
+    match = _DURATION.fullmatch(text) if text else None
+    seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _UNIT_S, strict=True) if n) if match else 0
+    if not seconds:
+        raise ValueError(f"{text!r} is not a Prometheus duration above zero, such as 30s, 5m, 1h30m or 2d")
+    return seconds
 
 
 class Prometheus:
