@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pulumi
 
-from infra import mesh, naming, settings
+from infra import cluster, mesh, naming, settings
 from infra.autoscaling import Autoscaler, AutoscalerArgs
 from infra.local import LocalEnvironment, LocalEnvironmentArgs
 from infra.mesh_install import IstioInstall, IstioInstallArgs
@@ -26,9 +26,11 @@ if cfg.platform == "docker":
     local = LocalEnvironment("local", LocalEnvironmentArgs(images=cfg.images, local=cfg.local, policy=cfg.traffic))
     pulumi.export("endpoints", local.endpoints)
 else:
+    k8s_provider = cluster.provider(cfg.cluster)
     # Istio comes first: pods created before its injector exists get no sidecar.
-    install = IstioInstall("istio", IstioInstallArgs(mesh=cfg.mesh)) if cfg.mesh.enabled and cfg.mesh.install else None
-    after_mesh = pulumi.ResourceOptions(depends_on=[install] if install else [])
+    install = (IstioInstall("istio", IstioInstallArgs(mesh=cfg.mesh), cluster.on(k8s_provider))
+               if cfg.mesh.enabled and cfg.mesh.install else None)
+    after_mesh = cluster.on(k8s_provider, pulumi.ResourceOptions(depends_on=[install] if install else []))
     ns = BackendNamespace("backend", BackendNamespaceArgs(cluster=cfg.cluster, runtime=cfg.runtime, mesh=cfg.mesh),
                           after_mesh)
     services = {}
@@ -51,7 +53,7 @@ else:
             Autoscaler(
                 cls,
                 AutoscalerArgs(namespace=ns.name, workload=workload, scaling=cfg.scaling),
-                pulumi.ResourceOptions(depends_on=[backend.deployments["stable"]]),
+                cluster.on(k8s_provider, pulumi.ResourceOptions(depends_on=[backend.deployments["stable"]])),
             )
         services[cls] = naming.service_host(cls, cfg.cluster.namespace)
     if cfg.mesh.enabled:

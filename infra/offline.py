@@ -32,13 +32,19 @@ MAIN = ROOT / "infra" / "__main__.py"
 
 @dataclass(frozen=True)
 class Record:
-    """One registered resource: its Pulumi type and name, URN and inputs."""
+    """One registered resource: its Pulumi type and name, URN and inputs, and
+    the provider it was registered with ("URN::ID"; empty: the default one)."""
 
     type: str
     name: str
     urn: str
     custom: bool
     inputs: dict[str, Any]
+    provider: str = ""
+
+    @property
+    def provider_urn(self) -> str:
+        return self.provider.rpartition("::")[0]
 
     @property
     def kind(self) -> str:
@@ -129,7 +135,7 @@ class RecordingMonitor(MockMonitor):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             self.records.append(Record(request.type, request.name, urn, request.custom,
-                                       plain(self.resources[urn].state)))
+                                       plain(self.resources[urn].state), request.provider))
         return response
 
 

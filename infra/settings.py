@@ -328,8 +328,17 @@ class Section:
 
 @dataclass(frozen=True)
 class ClusterSettings(Section):
+    # Which cluster the stack acts on: a context of the kubeconfig file
+    # (`kubeconfig`, else KUBECONFIG or ~/.kube/config).  With neither, the
+    # provider takes the current context, whatever it is at the time of
+    # `pulumi up`: Settings.check allows that only on unprotected stacks.
+    kube_context: str | None = setting("kubeContext")
+    kubeconfig: str | None = setting("kubeconfig")
     namespace: str = setting("namespace", NAMESPACE)
     service_type: ServiceType = setting("serviceType")
+
+    def names_a_cluster(self) -> bool:
+        return bool(self.kube_context or self.kubeconfig)
 
 
 @dataclass(frozen=True)
@@ -519,6 +528,9 @@ class MonitoringSettings(Section):
 @dataclass(frozen=True)
 class Settings(Section):
     platform: Platform = setting("platform")
+    # Production-like: automata-lb refuses capacity drops without an explicit
+    # flag and asks before any change; the cluster must be named.
+    protected: bool = setting("protected")
     cluster: ClusterSettings
     images: ImageSettings
     workloads: tuple[WorkloadSettings, ...] = per_class()
@@ -534,6 +546,10 @@ class Settings(Section):
     monitoring: MonitoringSettings
 
     def check(self) -> None:
+        if self.platform == "kubernetes" and self.protected and not self.cluster.names_a_cluster():
+            self.cluster.fail("kube_context", f"the stack is protected ({key_name(self.key('protected'))}) and names "
+                                              f"no cluster: set it, or {key_name(self.cluster.key('kubeconfig'))}, so "
+                                              "`pulumi up` never acts on whatever context happens to be current")
         pre_stop = self.rollout.pre_stop_seconds
         for workload in self.workloads:
             drain = self.rollout.drain_seconds(workload)

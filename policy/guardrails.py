@@ -14,6 +14,7 @@ from typing import Any
 from pulumi_policy import (
     EnforcementLevel,
     PolicyConfigSchema,
+    PolicyResource,
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
@@ -26,6 +27,9 @@ PDB = "kubernetes:policy/v1:PodDisruptionBudget"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 SERVICE = "kubernetes:core/v1:Service"
 DOCKER_CONTAINER = "docker:index/container:Container"
+# Stacks whose Kubernetes resources must go to a named cluster, unless the
+# pack's config says otherwise (protectedStacks).
+PROTECTED_STACKS = ["prod"]
 # Types whose pods are at spec.template.spec.
 WORKLOADS = {DEPLOYMENT, "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet"}
 
@@ -129,6 +133,33 @@ def deployments_have_pdb(args: StackValidationArgs, report_violation: ReportViol
             report_violation(f"Deployment {r.props.get('metadata', {}).get('name')!r} has no PodDisruptionBudget", r.urn)
 
 
+def _stack_of(urn: str) -> str:
+    """The stack in a URN: urn:pulumi:STACK::PROJECT::TYPE::NAME."""
+    head = urn.split("::", 1)[0]
+    return head.split(":", 2)[2] if head.startswith("urn:pulumi:") else ""
+
+
+def kubernetes_names_its_cluster(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """On a protected stack every Kubernetes resource goes through a provider
+    that names its cluster (a kubeconfig context or file).  A provider that
+    names none uses the current context of whoever runs `pulumi up`, so a
+    context switched in another terminal points production's program at
+    another cluster."""
+    protected = set(args.get_config().get("protectedStacks", PROTECTED_STACKS))
+    unnamed: dict[tuple[str, str], list[PolicyResource]] = {}
+    for r in args.resources:
+        stack = _stack_of(r.urn)
+        if not r.resource_type.startswith("kubernetes:") or stack not in protected:
+            continue
+        provider = r.provider
+        if provider is None or not (provider.props.get("context") or provider.props.get("kubeconfig")):
+            unnamed.setdefault((stack, provider.name if provider else "the default provider"), []).append(r)
+    for (stack, provider_name), resources in unnamed.items():
+        report_violation(f"{len(resources)} Kubernetes resource(s) of protected stack {stack!r} (the first: "
+                         f"{resources[0].name!r}) go through {provider_name!r}, which names no cluster; give the "
+                         "provider a context or a kubeconfig", resources[0].urn)
+
+
 # --- the Istio mesh ------------------------------------------------------------
 
 def _istio_kind(resource_type: str) -> str | None:
@@ -226,6 +257,13 @@ POLICIES = [
                      route_weights_sum_to_100),
     StackValidationPolicy(name="deployment-has-pdb", description="Every Deployment is covered by a PodDisruptionBudget.",
                           validate=deployments_have_pdb, enforcement_level=EnforcementLevel.MANDATORY),
+    StackValidationPolicy(
+        name="kubernetes-names-its-cluster",
+        description="On a protected stack, every Kubernetes resource's provider names a context or kubeconfig.",
+        validate=kubernetes_names_its_cluster, enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties={"protectedStacks": {
+            "type": "array", "items": {"type": "string"}, "default": PROTECTED_STACKS}}),
+    ),
     StackValidationPolicy(name="virtual-service-subsets-exist",
                           description="Every subset a VirtualService routes to is defined by a DestinationRule.",
                           validate=virtual_service_subsets_exist, enforcement_level=EnforcementLevel.MANDATORY),

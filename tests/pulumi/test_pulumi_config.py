@@ -68,6 +68,9 @@ BAD = [
     ({"monitoringStorageSize": "big"}, "monitoringStorageSize", "not a memory quantity"),
     ({"monitoringSelectorLabels": {"release": 1}}, "monitoringSelectorLabels", "must map label names to strings"),
     ({"grafanaAdminSecret": "Grafana_Admin"}, "grafanaAdminSecret", "not a valid Secret name"),
+    # prod is protected: it must name its cluster
+    ({"kubeContext": ""}, "kubeContext", "the stack is protected (automata:protected) and names no cluster: "
+                                         "set it, or automata:kubeconfig"),
 ]
 
 
@@ -103,3 +106,21 @@ def test_a_duplicate_urn_is_refused():
 
     with pytest.raises(ValueError, match=r"duplicate resource URN .*ConfigMap::same"):
         offline.execute(program, "dev", offline.stack_config("dev"))
+
+
+def test_a_protected_stack_may_name_its_cluster_by_kubeconfig_alone():
+    recs = offline.run("prod", {"kubeContext": "", "kubeconfig": "/etc/automata/prod.kubeconfig"})
+    (provider,) = [r for r in recs if r.type == "pulumi:providers:kubernetes"]
+    assert provider.inputs["kubeconfig"] == "/etc/automata/prod.kubeconfig" and "context" not in provider.inputs
+
+
+def test_an_unprotected_stack_may_use_the_current_context(records):
+    (provider,) = [r for r in records("dev") if r.type == "pulumi:providers:kubernetes"]
+    assert "context" not in provider.inputs
+    with pytest.raises(ConfigError, match="config automata:kubeContext: the stack is protected"):
+        offline.run("dev", {"protected": True})
+
+
+def test_the_local_stack_needs_no_cluster(records):
+    recs = offline.run("local", {"protected": True})
+    assert not [r for r in recs if r.type.startswith(("kubernetes:", "pulumi:providers:kubernetes"))]

@@ -46,10 +46,11 @@ PRIVATE = {
         "make_urn(parent, type_, name) gives the URN the registration gets",
         lambda: _params(MockMonitor.make_urn) == ["self", "parent", "type_", "name"]),
     "MockMonitor.RegisterResource": (
-        "overridden; called with the gRPC RegisterResourceRequest (parent, type, name, custom), "
+        "overridden; called with the gRPC RegisterResourceRequest (parent, type, name, custom, provider), "
         "the base stores the resource in self.resources",
         lambda: _params(MockMonitor.RegisterResource) == ["self", "request"]
-        and {"parent", "type", "name", "custom"} <= set(resource_pb2.RegisterResourceRequest.DESCRIPTOR.fields_by_name)),
+        and {"parent", "type", "name", "custom", "provider"}
+        <= set(resource_pb2.RegisterResourceRequest.DESCRIPTOR.fields_by_name)),
     "MockMonitor.resources": (
         "a dict of URN -> registration, empty at first",
         lambda: MockMonitor(offline._Mocks()).resources == {}),

@@ -4,10 +4,11 @@ real stacks pass, and each broken variant is rejected."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 from manifest_helpers import K8S_STACKS
-from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy import PolicyProviderResource, PolicyResource, ResourceValidationArgs, StackValidationArgs
 
 from infra import offline
 from policy import guardrails
@@ -16,7 +17,8 @@ RESOURCE_RULES = [guardrails.deployment_has_probes, guardrails.deployment_has_re
                   guardrails.no_privileged_containers, guardrails.hpa_bounds, guardrails.no_load_balancer,
                   guardrails.no_permissive_mtls, guardrails.destination_rule_has_outlier_detection,
                   guardrails.route_weights_sum_to_100]
-STACK_RULES = [guardrails.deployments_have_pdb, guardrails.virtual_service_subsets_exist]
+STACK_RULES = [guardrails.deployments_have_pdb, guardrails.virtual_service_subsets_exist,
+               guardrails.kubernetes_names_its_cluster]
 
 
 def violations(rule, record: offline.Record, config: dict | None = None) -> list[str]:
@@ -26,18 +28,22 @@ def violations(rule, record: offline.Record, config: dict | None = None) -> list
     return found
 
 
-def stack_violations(records: list[offline.Record], rules=tuple(STACK_RULES)) -> list[str]:
+def stack_violations(records: list[offline.Record], rules=tuple(STACK_RULES), config: dict | None = None) -> list[str]:
+    """The stack rules' verdicts, with each resource linked to the provider it was registered with."""
     found: list[str] = []
-    resources = [PolicyResource(r.type, r.inputs, r.urn, r.name, None, None, None, [], {}) for r in records if r.custom]
+    providers = {r.urn: PolicyProviderResource(r.type, r.inputs, r.urn, r.name)
+                 for r in records if r.type.startswith("pulumi:providers:")}
+    resources = [PolicyResource(r.type, r.inputs, r.urn, r.name, None, providers.get(r.provider_urn), None, [], {})
+                 for r in records if r.custom]
     for rule in rules:
-        rule(StackValidationArgs(resources), lambda message, urn=None: found.append(message))
+        rule(StackValidationArgs(resources, config), lambda message, urn=None: found.append(message))
     return found
 
 
 def edited(record: offline.Record, change) -> offline.Record:
     inputs = copy.deepcopy(record.inputs)
     change(inputs)
-    return offline.Record(record.type, record.name, record.urn, record.custom, inputs)
+    return dataclasses.replace(record, inputs=inputs)
 
 
 def first(records, kind, name=None):
@@ -151,3 +157,36 @@ def test_route_to_an_undefined_subset_is_rejected(records):
     # The A/B route and the weighted split of /ai both name it.
     assert found == ["VirtualService 'automata-edge' routes to subset 'canary' of "
                      "'automata-ai.automata.svc.cluster.local', which no DestinationRule defines"] * 2
+
+
+def test_every_kubernetes_resource_goes_through_the_stacks_own_provider(records):
+    recs = records("prod")
+    (provider,) = [r for r in recs if r.type == "pulumi:providers:kubernetes"]
+    assert provider.inputs["context"] == "automata-prod"
+    kubernetes = [r for r in recs if r.type.startswith("kubernetes:")]
+    assert kubernetes and {r.provider_urn for r in kubernetes} == {provider.urn}
+
+
+def test_a_protected_stack_whose_provider_names_no_cluster_is_rejected(records):
+    unnamed = [edited(r, lambda i: i.pop("context")) if r.type == "pulumi:providers:kubernetes" else r
+               for r in records("prod")]
+    found = stack_violations(unnamed, [guardrails.kubernetes_names_its_cluster])
+    assert len(found) == 1
+    assert found[0].startswith("45 Kubernetes resource(s) of protected stack 'prod' (the first: ")
+    assert found[0].endswith("go through 'cluster', which names no cluster; give the provider a context or a kubeconfig")
+
+
+def test_a_protected_stack_on_the_default_provider_is_rejected(records):
+    on_default = [dataclasses.replace(r, provider="") for r in records("prod")]
+    found = stack_violations(on_default, [guardrails.kubernetes_names_its_cluster])
+    assert len(found) == 1 and "go through 'the default provider', which names no cluster" in found[0]
+
+
+def test_which_stacks_are_protected_is_the_packs_config(records):
+    # dev names no cluster: fine while unprotected, refused once the pack protects it.
+    assert stack_violations(records("dev"), [guardrails.kubernetes_names_its_cluster]) == []
+    found = stack_violations(records("dev"), [guardrails.kubernetes_names_its_cluster], {"protectedStacks": ["dev"]})
+    assert len(found) == 1 and "protected stack 'dev'" in found[0]
+    # staging names its cluster, so protecting it changes nothing.
+    assert stack_violations(records("staging"), [guardrails.kubernetes_names_its_cluster],
+                            {"protectedStacks": ["staging"]}) == []

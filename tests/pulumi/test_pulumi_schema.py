@@ -114,6 +114,7 @@ def test_istio_validation_would_catch_a_wrong_value(records, kind, change):
 
 def test_render_cli_writes_the_stack_and_refuses_unknown_stacks(tmp_path, capsys):
     assert render.main(["--stack", "dev", "--out", str(tmp_path / "dev")]) == 0
-    assert len(list((tmp_path / "dev").glob("*.yaml"))) == sum(EXPECTED_KINDS["dev"].values())
+    # Every object, and the Kubernetes provider (the cluster they go to).
+    assert len(list((tmp_path / "dev").glob("*.yaml"))) == sum(EXPECTED_KINDS["dev"].values()) + 1
     with pytest.raises(SystemExit):
         render.main(["--stack", "nope", "--out", str(tmp_path / "x")])
