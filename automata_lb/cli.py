@@ -31,6 +31,7 @@ import typer
 from rich.console import Console, Group
 from rich.live import Live
 
+from infra import naming
 from infra.settings import ConfigError, Invalid, pinned_image
 from monitoring import canary_analysis
 from traffic.model import PolicyError, duration_ms
@@ -335,6 +336,9 @@ def metrics(
 
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the plan and change nothing.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing production.")]
+AllowCapacityDrop = Annotated[bool, typer.Option(
+    "--allow-capacity-drop", help="Stack: go ahead although the change lowers a protected stack's capacity "
+                                  "(fewer pods, lower HPA bounds, an HPA or PodDisruptionBudget removed).")]
 RELEASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -420,7 +424,13 @@ def _lab_plan(before: LabState, after: LabState) -> list[str]:
     return lines
 
 
-def _stack_change(command: str, values_of: Callable[[dict], dict], dry_run: bool, yes: bool) -> None:
+def _stack_change(command: str, values_of: Callable[[dict], dict], dry_run: bool, yes: bool,
+                  allow_capacity_drop: bool = False, note: str = "") -> None:
+    """Plan `values_of(effective config)`, print it and its object diff, then
+    (unless --dry-run) confirm on a protected stack, write and apply.  Only
+    the keys `values_of` returns change: commands leave out what the user
+    did not give.  A change that lowers a protected stack's capacity is
+    refused (exit 2, dry run included) without --allow-capacity-drop."""
     name = state.stack
     effective = stack_ops.effective(name)
     values = values_of(effective)
@@ -431,13 +441,22 @@ def _stack_change(command: str, values_of: Callable[[dict], dict], dry_run: bool
         raise typer.Exit(USAGE) from None
     # Plans are read by scripts and people alike: one line per change, never wrapped.
     out.print(f"[bold]{command}[/] on stack {name}: " +
-              ", ".join(f"{k}: {change.before.get(k)!r} -> {v!r}" for k, v in change.values.items()),
-              soft_wrap=True, markup=True, highlight=False)
+              (", ".join(f"{k}: {change.before.get(k)!r} -> {v!r}" for k, v in change.values.items())
+               or "nothing to change"), soft_wrap=True, markup=True, highlight=False)
+    if note:
+        out.print(f"  ({note})", soft_wrap=True, markup=False, highlight=False)
     for line in change.diff or ["no object changes"]:
         out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
+    protected = stack_ops.protected(name)
+    if change.drops and protected and not allow_capacity_drop:
+        err.print(f"automata-lb: refused: {command} lowers the capacity of protected stack {name}: "
+                  + "; ".join(change.drops) + ". Give --allow-capacity-drop to go ahead.")
+        raise typer.Exit(USAGE)
+    for line in change.drops:
+        out.print(f"  lowers capacity: {line}", soft_wrap=True, markup=False, highlight=False)
     if dry_run or change.empty:
         raise typer.Exit(OK)
-    _confirm(name == "prod", f"{command} (stack {name})", yes)
+    _confirm(protected, f"{command} (stack {name})", yes)
     stack_ops.write(name, change.values)
     history.record(f"stack-{name}", command, change.before, change.values, outcome="written")
     applied, cmd = stack_ops.apply(name)
@@ -465,25 +484,32 @@ def scale_down(
                                          callback=bounded(1))],
     to: Annotated[bool, typer.Option("--to", help="COUNT is the total, not the number to remove.")] = False,
     traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class to scale.")] = "api",
-    dry_run: DryRun = False, yes: Yes = False,
+    dry_run: DryRun = False, yes: Yes = False, allow_capacity_drop: AllowCapacityDrop = False,
 ) -> None:
     """Drain instances, take them out of both load balancers, stop them."""
-    _scale(-1, count, to, traffic_class, dry_run, yes)
+    _scale(-1, count, to, traffic_class, dry_run, yes, allow_capacity_drop)
 
 
-def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, yes: bool) -> None:
+def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, yes: bool,
+           allow_capacity_drop: bool = False) -> None:
+    command = "scale-up" if sign > 0 else "scale-down"
     if state.stack:
         if traffic_class not in ("api", "websocket", "ai"):
             raise typer.BadParameter(f"{traffic_class!r} is not one of api, websocket, ai", param_hint="--class")
 
         def values(cfg: dict) -> dict:
             key = f"{traffic_class}MinReplicas" if cfg["autoscaling"] else "replicas"
-            wanted = count if to else cfg[key] + sign * count
+            have = cfg[key]
+            wanted = count if to else have + sign * count
             if wanted < 1:
                 raise typer.BadParameter(f"{key} would become {wanted}; at least 1 must run", param_hint="COUNT")
+            if sign * (wanted - have) < 0:  # --to the other way, as the lab refuses it
+                other = "scale-down" if sign > 0 else "scale-up"
+                raise typer.BadParameter(f"{key} is {have} today; {command} --to {count} would go the other way "
+                                         f"(that is `{other} {count} --to`)", param_hint="COUNT")
             return {key: wanted}
 
-        _stack_change("scale-up" if sign > 0 else "scale-down", values, dry_run, yes)
+        _stack_change(command, values, dry_run, yes, allow_capacity_drop)
         return
 
     def desired(state_: LabState) -> LabState:
@@ -498,7 +524,7 @@ def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, y
             raise typer.BadParameter(f"{have} run already; --to {count} would go the other way", param_hint="COUNT")
         return lab_ops.with_stable_count(state_, wanted)
 
-    _lab_change("scale-up" if sign > 0 else "scale-down", desired, dry_run, {"count": count, "to": to})
+    _lab_change(command, desired, dry_run, {"count": count, "to": to})
 
 
 @app.command("rolling-update")
@@ -570,7 +596,7 @@ def canary_deploy(
         prom_url = prometheus
         image = _pinned_image(release, "RELEASE") if release else None
         before_doc = {"canaryImage": stack_ops.effective(state.stack).get("canaryImage")}
-        production = state.stack == "prod"
+        production = stack_ops.protected(state.stack)
     else:
         target = resolve()
         if target.kind != "lab":
@@ -787,7 +813,7 @@ def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
     if tier is None:
         err.print("automata-lb: canary-abort drives the lab or a stack")
         raise typer.Exit(USAGE)
-    _confirm(name == "stack-prod", "canary-abort", yes)
+    _confirm(bool(state.stack) and stack_ops.protected(state.stack), "canary-abort", yes)
     try:
         canary.abort(name, _say)
         with canary.lock(name), canary.interruptible():
@@ -807,40 +833,76 @@ def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
     out.print(f"{rollout.phase}: {rollout.reason}")
 
 
+# The lab autoscaler's settings when not given.  A stack has no such
+# defaults: what auto-scale is not told stays as the stack has it.
+LAB_AUTOSCALE = {"min_replicas": 2, "max_replicas": 6, "target_inflight": 20.0, "cooldown": 60.0, "interval": 5.0}
+
+
+def _given(**options: Any) -> list[str]:
+    """The options (by flag) the user gave, of those passed as flag=value."""
+    return [flag for flag, value in options.items() if value is not None]
+
+
 @app.command("auto-scale")
 def auto_scale(
-    min_replicas: Annotated[int, typer.Option("--min-replicas", "--min", help="Fewest instances.",
-                                              callback=bounded(1))] = 2,
-    max_replicas: Annotated[int, typer.Option("--max-replicas", "--max", help="Most instances.",
-                                              callback=bounded(1))] = 6,
-    cpu: Annotated[int, typer.Option("--cpu-threshold", "--cpu", help="Stack: HPA CPU target, percent.",
-                                     callback=bounded(1, 100, unit="(percent)"))] = 70,
-    memory: Annotated[int, typer.Option("--memory-threshold", "--memory", help="Stack: HPA memory target, percent.",
-                                        callback=bounded(1, 100, unit="(percent)"))] = 80,
-    traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class.")] = "api",
-    target_inflight: Annotated[float, typer.Option(help="Lab: connections in flight per instance to aim for.",
-                                                   callback=bounded(0, above=True))] = 20,
-    cooldown: Annotated[float, typer.Option(help="Lab: seconds below target before scaling down.",
-                                            callback=bounded(0, unit="seconds"))] = 60,
-    interval: Annotated[float, typer.Option(help="Lab: seconds between evaluations.",
-                                            callback=bounded(0, above=True, unit="seconds"))] = 5,
+    min_replicas: Annotated[int | None, typer.Option("--min-replicas", "--min", callback=bounded(1), help=(
+        "Fewest instances (stack: <class>MinReplicas, unchanged if not given; lab: 2)."))] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max-replicas", "--max", callback=bounded(1), help=(
+        "Most instances (stack: <class>MaxReplicas, unchanged if not given; lab: 6)."))] = None,
+    cpu: Annotated[int | None, typer.Option("--cpu-threshold", "--cpu", callback=bounded(1, 100, unit="(percent)"),
+                                            help="Stack: HPA CPU target, percent (cpuTarget).")] = None,
+    memory: Annotated[int | None, typer.Option("--memory-threshold", "--memory",
+                                               callback=bounded(1, 100, unit="(percent)"),
+                                               help="Stack: HPA memory target, percent (memoryTarget).")] = None,
+    traffic_class: Annotated[str, typer.Option("--class", help="Stack: the class whose bounds to set.")] = "api",
+    target_inflight: Annotated[float | None, typer.Option(help="Lab: connections in flight per instance to aim for "
+                                                               "(20).", callback=bounded(0, above=True))] = None,
+    cooldown: Annotated[float | None, typer.Option(help="Lab: seconds below target before scaling down (60).",
+                                                   callback=bounded(0, unit="seconds"))] = None,
+    interval: Annotated[float | None, typer.Option(help="Lab: seconds between evaluations (5).",
+                                                   callback=bounded(0, above=True, unit="seconds"))] = None,
     duration: Annotated[float | None, typer.Option(help="Lab: stop after this many seconds.",
                                                    callback=bounded(0, above=True, unit="seconds"))] = None,
-    dry_run: DryRun = False, yes: Yes = False,
+    dry_run: DryRun = False, yes: Yes = False, allow_capacity_drop: AllowCapacityDrop = False,
 ) -> None:
-    """Stack: turn the HPAs on with these bounds and targets.  Lab: run the
-    autoscaler here, scaling on connections in flight per instance (Ctrl-C or
-    `disable-auto-scale` stops it)."""
-    if not 1 <= min_replicas <= max_replicas:
-        raise typer.BadParameter(f"need 1 <= --min-replicas ({min_replicas}) <= --max-replicas ({max_replicas})",
-                                 param_hint="--min-replicas")
+    """Stack: turn the HPAs on, changing only the bounds and targets given.
+    Lab: run the autoscaler here, scaling on connections in flight per
+    instance (Ctrl-C or `disable-auto-scale` stops it)."""
     if state.stack:
+        lab_only = _given(**{"--target-inflight": target_inflight, "--cooldown": cooldown, "--interval": interval,
+                             "--duration": duration})
+        if lab_only:
+            raise typer.BadParameter("drives the lab autoscaler; a stack's HPAs take their pace from the "
+                                     "scaleUp*/scaleDown* keys of its config", param_hint=lab_only[0])
         if traffic_class not in ("api", "websocket", "ai"):
             raise typer.BadParameter(f"{traffic_class!r} is not one of api, websocket, ai", param_hint="--class")
-        _stack_change("auto-scale", lambda cfg: {
-            "autoscaling": True, f"{traffic_class}MinReplicas": min_replicas,
-            f"{traffic_class}MaxReplicas": max_replicas, "cpuTarget": cpu, "memoryTarget": memory}, dry_run, yes)
+        low_key, high_key = f"{traffic_class}MinReplicas", f"{traffic_class}MaxReplicas"
+
+        def values(cfg: dict) -> dict:
+            low = cfg[low_key] if min_replicas is None else min_replicas
+            high = cfg[high_key] if max_replicas is None else max_replicas
+            if low > high:
+                raise typer.BadParameter(
+                    f"need --min-replicas ({low}{'' if min_replicas is not None else f', {low_key} today'}) <= "
+                    f"--max-replicas ({high}{'' if max_replicas is not None else f', {high_key} today'})",
+                    param_hint="--min-replicas" if min_replicas is not None else "--max-replicas")
+            given = {"autoscaling": True, low_key: min_replicas, high_key: max_replicas, "cpuTarget": cpu,
+                     "memoryTarget": memory}
+            return {key: value for key, value in given.items() if value is not None}
+
+        _stack_change("auto-scale", values, dry_run, yes, allow_capacity_drop)
         return
+    stack_only = _given(**{"--cpu-threshold": cpu, "--memory-threshold": memory})
+    if stack_only:
+        raise typer.BadParameter("sets a stack's HPAs; the lab autoscaler scales on connections in flight "
+                                 "(--target-inflight)", param_hint=stack_only[0])
+    given = {"min_replicas": min_replicas, "max_replicas": max_replicas, "target_inflight": target_inflight,
+             "cooldown": cooldown, "interval": interval}
+    lab_policy = {name: LAB_AUTOSCALE[name] if value is None else value for name, value in given.items()}
+    min_replicas, max_replicas = lab_policy["min_replicas"], lab_policy["max_replicas"]
+    if min_replicas > max_replicas:
+        raise typer.BadParameter(f"need --min-replicas ({min_replicas}) <= --max-replicas ({max_replicas})",
+                                 param_hint="--min-replicas")
     if max_replicas > lab_ops.MAX_STABLE:
         raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances",
                                  param_hint="--max-replicas")
@@ -848,9 +910,11 @@ def auto_scale(
     if not target.prometheus_url:
         err.print("automata-lb: the lab autoscaler reads Prometheus; this lab has none (`make lab` starts it)")
         raise typer.Exit(UNREACHABLE)
-    policy = autoscale.Policy(min_replicas, max_replicas, target_inflight, cooldown, interval)
+    policy = autoscale.Policy(min_replicas, max_replicas, lab_policy["target_inflight"], lab_policy["cooldown"],
+                              lab_policy["interval"])
     out.print(f"autoscaling the lab's stable instances between {min_replicas} and {max_replicas} at "
-              f"{target_inflight:g} in flight each (cool-down {cooldown:g}s); query: {autoscale.INFLIGHT}")
+              f"{policy.target_inflight:g} in flight each (cool-down {policy.cooldown_s:g}s); "
+              f"query: {autoscale.INFLIGHT}")
     if dry_run:
         raise typer.Exit(OK)
 
@@ -868,11 +932,31 @@ def auto_scale(
 
 
 @app.command("disable-auto-scale")
-def disable_auto_scale(dry_run: DryRun = False, yes: Yes = False) -> None:
-    """Stack: remove the HPAs (replicas pinned).  Lab: stop a running autoscaler."""
+def disable_auto_scale(
+    replicas: Annotated[int | None, typer.Option(callback=bounded(1), help=(
+        "Stack: the replicas each class keeps once its HPA is gone (default: the highest HPA minimum today, "
+        "so no class runs fewer pods than its floor)."))] = None,
+    dry_run: DryRun = False, yes: Yes = False, allow_capacity_drop: AllowCapacityDrop = False,
+) -> None:
+    """Stack: remove the HPAs, pinning replicas.  Lab: stop a running autoscaler."""
     if state.stack:
-        _stack_change("disable-auto-scale", lambda cfg: {"autoscaling": False}, dry_run, yes)
+        cfg = stack_ops.effective(state.stack)
+        values: dict[str, Any] = {"autoscaling": False}
+        note = ""
+        if replicas is not None:
+            values["replicas"] = replicas
+        elif cfg["autoscaling"]:
+            # One `replicas` serves every class: the highest floor keeps each
+            # class at or above what its HPA guaranteed.
+            floors = {f"{c}MinReplicas": cfg[f"{c}MinReplicas"] for c in naming.TRAFFIC_CLASSES}
+            values["replicas"] = max(floors.values())
+            note = (f"replicas {values['replicas']}: the highest HPA minimum today ("
+                    + ", ".join(f"{k} {v}" for k, v in floors.items()) + "); --replicas N to choose")
+        _stack_change("disable-auto-scale", lambda _: values, dry_run, yes, allow_capacity_drop, note)
         return
+    if replicas is not None:
+        raise typer.BadParameter("pins a stack's replicas; the lab's instances are scale-up/scale-down's",
+                                 param_hint="--replicas")
     resolve()
     if dry_run:
         out.print("would stop the lab autoscaler, if one runs")
@@ -881,14 +965,14 @@ def disable_auto_scale(dry_run: DryRun = False, yes: Yes = False) -> None:
 
 
 @app.command()
-def rollback(dry_run: DryRun = False, yes: Yes = False) -> None:
+def rollback(dry_run: DryRun = False, yes: Yes = False, allow_capacity_drop: AllowCapacityDrop = False) -> None:
     """Back to the state before the last change this tool made (see `history`)."""
     if state.stack:
         entry = history.last_change(f"stack-{state.stack}")
         if not entry:
             err.print(f"automata-lb: nothing to roll back on stack {state.stack}")
             raise typer.Exit(FAILED)
-        _stack_change("rollback", lambda cfg: entry["before"], dry_run, yes)
+        _stack_change("rollback", lambda cfg: entry["before"], dry_run, yes, allow_capacity_drop)
         return
     target = resolve()
     entry = history.last_change(target.name)

@@ -2,7 +2,9 @@
 kept), checked by running the program offline, and shown as an object diff.
 
 A change is applied by `pulumi up -s STACK`; where the Pulumi CLI is not
-installed the command is printed instead, with the diff to review.
+installed the command is printed instead, with the diff to review.  What a
+change does to capacity is read from the same two sets of objects
+(`capacity_drops`), so it cannot disagree with the diff.
 """
 
 from __future__ import annotations
@@ -44,12 +46,18 @@ def effective(stack: str) -> dict[str, Any]:
     return values
 
 
+def protected(stack: str) -> bool:
+    """Production: changes are confirmed, and capacity drops need an explicit flag."""
+    return effective(stack).get("protected") is True
+
+
 @dataclass
 class Change:
     stack: str
     values: dict[str, Any]          # unqualified key -> new value
     before: dict[str, Any]          # the same keys as the stack file had them (None: absent)
     diff: list[str]                 # object-level differences, for people
+    drops: list[str]                # what would lower capacity, for people (capacity_drops)
 
     @property
     def empty(self) -> bool:
@@ -66,15 +74,18 @@ def _objects(records) -> dict[str, dict]:
     return objects
 
 
-def _paths(a: Any, b: Any, path: str = "") -> list[str]:
+def _changes(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(path, before, after) of every leaf that differs."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [p for k in sorted(set(a) | set(b), key=str)
-                for p in _paths(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
+        return [c for k in sorted(set(a) | set(b), key=str)
+                for c in _changes(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [p for i, (x, y) in enumerate(zip(a, b, strict=True)) for p in _paths(x, y, f"{path}[{i}]")]
-    if a != b:
-        return [f"{path}: {json_short(a)} -> {json_short(b)}"]
-    return []
+        return [c for i, (x, y) in enumerate(zip(a, b, strict=True)) for c in _changes(x, y, f"{path}[{i}]")]
+    return [(path, a, b)] if a != b else []
+
+
+def _paths(a: Any, b: Any) -> list[str]:
+    return [f"{path}: {json_short(x)} -> {json_short(y)}" for path, x, y in _changes(a, b)]
 
 
 def json_short(value: Any) -> str:
@@ -94,6 +105,93 @@ def object_diff(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
     return lines
 
 
+# --- capacity ---------------------------------------------------------------------
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+HPA = "HorizontalPodAutoscaler"
+PDB = "PodDisruptionBudget"
+# Pod counts inside other objects, e.g. the ingress gateway's Helm values
+# (autoscaling.minReplicas); any of these going down is a capacity drop.
+REPLICA_FIELDS = {"replicas", "minReplicas", "maxReplicas", "replicaCount", "autoscaleMin", "autoscaleMax"}
+
+
+def _is_canary(workload: dict) -> bool:
+    # The canary track (infra/naming.track_selector_labels) is a release's
+    # fixed handful of pods, not serving capacity: removing it with its
+    # release (rollback, canary-abort) must never need a flag.
+    return (workload.get("spec", {}).get("selector", {}).get("matchLabels") or {}).get("version") == "canary"
+
+
+def _hpa_bounds(objects: dict[str, dict]) -> dict[str, tuple[int, int]]:
+    """{workload key: (minReplicas, maxReplicas)} of the HPAs among `objects`."""
+    bounds = {}
+    for key, obj in objects.items():
+        if key.startswith(HPA + "/"):
+            spec = obj.get("spec", {})
+            target = spec.get("scaleTargetRef", {})
+            bounds[f"{target.get('kind')}/{target.get('name')}"] = (spec.get("minReplicas", 1), spec.get("maxReplicas"))
+    return bounds
+
+
+def _pods(workload: dict | None, hpa: tuple[int, int] | None) -> tuple[int, int]:
+    """Fewest and most pods a workload runs: its HPA's bounds, else its replicas (Kubernetes' default 1)."""
+    if workload is None:
+        return 0, 0
+    if hpa is not None:
+        return hpa
+    replicas = workload.get("spec", {}).get("replicas")
+    return (1, 1) if replicas is None else (replicas, replicas)
+
+
+def _pdb_drop(before: dict, after: dict | None) -> str | None:
+    if after is None:
+        return "removed: node drains may then evict every pod at once"
+    old, new = before.get("spec", {}), after.get("spec", {})
+    for field, worse in (("maxUnavailable", lambda a, b: b > a), ("minAvailable", lambda a, b: b < a)):
+        a, b = _count(old.get(field)), _count(new.get(field))
+        if a is not None and b is not None and a[1] == b[1] and worse(a[0], b[0]):
+            return f"{field} {old.get(field)} -> {new.get(field)}"
+    return None
+
+
+def _count(value: Any) -> tuple[int, bool] | None:
+    """A PDB bound as (number, is a percentage), or None when there is none."""
+    if isinstance(value, int):
+        return value, False
+    if isinstance(value, str) and value.endswith("%") and value[:-1].isdigit():
+        return int(value[:-1]), True
+    return None
+
+
+def capacity_drops(before: dict[str, dict], after: dict[str, dict]) -> list[str]:
+    """What in the change from `before` to `after` (objects by kind/name) lowers
+    capacity: fewer pods at least or at most, an HPA or a PDB removed or
+    loosened, a replica count inside another object (Helm values) going down."""
+    drops = []
+    hpas_before, hpas_after = _hpa_bounds(before), _hpa_bounds(after)
+    for key, obj in sorted(before.items()):
+        kind = key.partition("/")[0]
+        if kind in WORKLOAD_KINDS and not _is_canary(obj):
+            (low, high), (new_low, new_high) = _pods(obj, hpas_before.get(key)), _pods(after.get(key), hpas_after.get(key))
+            if key not in after:
+                drops.append(f"{key}: removed ({low}-{high} pods)")
+            elif key in hpas_before and key not in hpas_after:
+                drops.append(f"{key}: its {HPA} removed, {low}-{high} pods -> {new_low} pinned")
+            else:
+                drops += [f"{key}: {bound} {old} -> {new} pods"
+                          for bound, old, new in (("at least", low, new_low), ("at most", high, new_high)) if new < old]
+        elif kind == PDB:
+            problem = _pdb_drop(obj, after.get(key))
+            if problem:
+                drops.append(f"{key}: {problem}")
+        elif kind != HPA and key in after:  # HPAs are judged with their workload above
+            drops += [f"{key} {path}: {a} -> {b}" for path, a, b in _changes(obj, after[key])
+                      if path.rpartition(".")[2] in REPLICA_FIELDS and isinstance(a, int) and isinstance(b, int) and b < a]
+    return drops
+
+
+# --- planning ----------------------------------------------------------------------
+
 def plan(stack: str, values: dict[str, Any]) -> Change:
     """Check `values` by running the program with them; raise ConfigError (naming
     the key) when refused.  Nothing is written."""
@@ -112,7 +210,8 @@ def plan(stack: str, values: dict[str, Any]) -> Change:
         after_objects = _objects(offline.run(stack, merged))
     finally:
         _close_loop()
-    return Change(stack, merged, {k: now.get(k) for k in merged}, object_diff(before_objects, after_objects))
+    return Change(stack, merged, {k: now.get(k) for k in merged}, object_diff(before_objects, after_objects),
+                  capacity_drops(before_objects, after_objects))
 
 
 def _close_loop() -> None:
@@ -197,4 +296,5 @@ class StackCanary:
         return {f"stack {self.stack} (config)": {"istio": share}}
 
 
-__all__ = ["Change", "ConfigError", "StackCanary", "apply", "current", "effective", "plan", "write"]
+__all__ = ["Change", "ConfigError", "StackCanary", "apply", "capacity_drops", "current", "effective", "plan", "protected",
+           "write"]

@@ -127,3 +127,167 @@ def test_production_is_not_changed_without_yes_when_nobody_can_answer(stacks):
     assert result.exit_code == 1
     assert "without --yes" in result.output
     assert (stacks / "Pulumi.prod.yaml").read_text() == before
+
+
+# --- safe by default: only what was given changes; capacity drops on a
+# protected stack (prod) need --allow-capacity-drop -------------------------------
+
+def files(stacks) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(stacks.iterdir())}
+
+
+def refusal(result) -> str:
+    return " ".join(result.output.split())
+
+
+def test_prod_is_protected_and_the_others_are_not(stacks):
+    assert {s: stack_ops.protected(s) for s in offline.stacks()} == {
+        "dev": False, "local": False, "staging": False, "prod": True}
+
+
+def test_auto_scale_changes_only_the_options_given(stacks):
+    before = files(stacks)
+    result = run("--stack", "prod", "auto-scale", "--cpu-threshold", "60", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "auto-scale on stack prod: cpuTarget: 70 -> 60\n" in result.output
+    assert sorted(diff_lines(result.output)) == [
+        f"~ HorizontalPodAutoscaler/automata-{c} spec.metrics[0].resource.target.averageUtilization: 70 -> 60"
+        for c in ("ai", "api", "websocket")]
+    assert files(stacks) == before
+    assert run("--stack", "prod", "auto-scale", "--cpu-threshold", "60", "--yes").exit_code == 0
+    now = stack_ops.current("prod")
+    assert (now["cpuTarget"], now["apiMinReplicas"], now["apiMaxReplicas"]) == (60, 3, 15)
+    assert "memoryTarget" not in now and "autoscaling" not in now
+
+
+def test_auto_scale_checks_a_bound_against_the_stacks_other_bound(stacks):
+    before = files(stacks)
+    result = run("--stack", "prod", "auto-scale", "--min-replicas", "20", "--yes")
+    assert result.exit_code == 2
+    assert "need --min-replicas (20) <= --max-replicas (15, apiMaxReplicas today)" in refusal(result)
+    assert files(stacks) == before
+
+
+def test_auto_scale_lowering_a_protected_hpa_bound_needs_the_flag(stacks):
+    before = files(stacks)
+    result = run("--stack", "prod", "auto-scale", "--max-replicas", "6", "--yes")
+    assert result.exit_code == 2
+    assert diff_lines(result.output) == ["~ HorizontalPodAutoscaler/automata-api spec.maxReplicas: 15 -> 6"]
+    assert ("refused: auto-scale lowers the capacity of protected stack prod: Deployment/automata-api: "
+            "at most 15 -> 6 pods. Give --allow-capacity-drop to go ahead.") in refusal(result)
+    assert files(stacks) == before
+    allowed = run("--stack", "prod", "auto-scale", "--max-replicas", "6", "--allow-capacity-drop", "--yes")
+    assert allowed.exit_code == 0, allowed.output
+    assert stack_ops.current("prod")["apiMaxReplicas"] == 6
+
+
+def test_lab_autoscaler_options_are_refused_on_a_stack(stacks):
+    before = files(stacks)
+    result = run("--stack", "prod", "auto-scale", "--cooldown", "30", "--dry-run")
+    assert result.exit_code == 2 and "Invalid value for --cooldown: drives the lab autoscaler" in refusal(result)
+    assert files(stacks) == before
+
+
+def test_disable_auto_scale_on_prod_is_refused_showing_the_diff_first(stacks):
+    before = files(stacks)
+    result = run("--stack", "prod", "disable-auto-scale", "--dry-run")
+    assert result.exit_code == 2
+    # The plan keeps today's floors: replicas is the highest HPA minimum (3), not a CLI default.
+    assert sorted(diff_lines(result.output)) == sorted(
+        [f"~ Deployment/automata-{c} spec.replicas: None -> 3" for c in ("ai", "api", "websocket")]
+        + [f"- HorizontalPodAutoscaler/automata-{c}" for c in ("ai", "api", "websocket")])
+    assert result.output.index("- HorizontalPodAutoscaler/automata-api") < result.output.index("refused")
+    assert ("refused: disable-auto-scale lowers the capacity of protected stack prod: "
+            "Deployment/automata-ai: its HorizontalPodAutoscaler removed, 2-8 pods -> 3 pinned; "
+            "Deployment/automata-api: its HorizontalPodAutoscaler removed, 3-15 pods -> 3 pinned; "
+            "Deployment/automata-websocket: its HorizontalPodAutoscaler removed, 3-12 pods -> 3 pinned. "
+            "Give --allow-capacity-drop to go ahead.") in refusal(result)
+    assert files(stacks) == before
+
+
+def test_disable_auto_scale_with_the_flag_pins_todays_floor(stacks):
+    result = run("--stack", "prod", "disable-auto-scale", "--allow-capacity-drop", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "lowers capacity: Deployment/automata-api: its HorizontalPodAutoscaler removed" in result.output
+    now = stack_ops.current("prod")
+    assert (now["autoscaling"], now["replicas"]) == (False, 3)
+
+
+def test_disable_auto_scale_replicas_below_a_floor_is_named(stacks):
+    result = run("--stack", "prod", "disable-auto-scale", "--replicas", "2", "--allow-capacity-drop", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "lowers capacity: Deployment/automata-api: its HorizontalPodAutoscaler removed, 3-15 pods -> 2 pinned" \
+        in result.output
+
+
+def test_scale_up_to_below_todays_value_is_refused_naming_it(stacks):
+    before = files(stacks)
+    result = run("--stack", "prod", "scale-up", "1", "--to", "--dry-run")
+    assert result.exit_code == 2
+    assert ("apiMinReplicas is 3 today; scale-up --to 1 would go the other way (that is `scale-down 1 --to`)"
+            in refusal(result))
+    assert files(stacks) == before
+    # and the other way round, on an unprotected stack too (staging's floor is 2)
+    result = run("--stack", "staging", "scale-down", "4", "--to", "--dry-run")
+    assert result.exit_code == 2 and "apiMinReplicas is 2 today; scale-down --to 4" in refusal(result)
+
+
+def test_scale_down_on_prod_needs_the_flag_and_yes_does_not_replace_it(stacks):
+    before = files(stacks)
+    result = run("--stack", "prod", "scale-down", "1", "--yes")
+    assert result.exit_code == 2
+    assert diff_lines(result.output) == ["~ HorizontalPodAutoscaler/automata-api spec.minReplicas: 3 -> 2"]
+    assert "protected stack prod: Deployment/automata-api: at least 3 -> 2 pods. Give --allow-capacity-drop" \
+        in refusal(result)
+    assert files(stacks) == before
+    result = run("--stack", "prod", "scale-down", "1", "--allow-capacity-drop", "--yes")
+    assert result.exit_code == 0, result.output
+    assert stack_ops.current("prod")["apiMinReplicas"] == 2
+
+
+def test_an_unprotected_stack_drops_capacity_without_the_flag_but_says_so(stacks):
+    result = run("--stack", "staging", "scale-down", "1", "--yes")
+    assert result.exit_code == 0, result.output
+    assert "lowers capacity: Deployment/automata-api: at least 2 -> 1 pods" in result.output
+    assert stack_ops.current("staging")["apiMinReplicas"] == 1
+
+
+def test_rolling_back_a_scale_up_on_prod_is_a_capacity_drop(stacks):
+    assert run("--stack", "prod", "scale-up", "2", "--yes").exit_code == 0
+    scaled = files(stacks)
+    refused = run("--stack", "prod", "rollback", "--yes")
+    assert refused.exit_code == 2 and "at least 5 -> 3 pods" in refusal(refused)
+    assert files(stacks) == scaled
+    assert run("--stack", "prod", "rollback", "--allow-capacity-drop", "--yes").exit_code == 0
+    assert stack_ops.current("prod")["apiMinReplicas"] == 3
+
+
+def test_confirmation_follows_the_protected_key(stacks):
+    stack_ops.write("staging", {"protected": True})
+    before = files(stacks)
+    result = run("--stack", "staging", "scale-up", "1")
+    assert result.exit_code == 1 and "without --yes" in result.output
+    assert files(stacks) == before
+
+
+@pytest.mark.parametrize(("values", "drops"), [
+    # The ingress gateway's HPA floor lives in Istio's Helm values.
+    ({"meshGatewayMinReplicas": 2}, ["Release/istio-gateway values.autoscaling.minReplicas: 3 -> 2"]),
+    ({"disruptionBudget": 2}, [f"PodDisruptionBudget/automata-{c}: maxUnavailable 1 -> 2"
+                               for c in ("ai", "api", "websocket")]),
+    # The canary track goes with its release (rollback, canary-abort): not capacity.
+    ({"canaryImage": ""}, []),
+    ({"apiMaxReplicas": 20}, []),
+])
+def test_capacity_drops_are_read_from_the_planned_objects(stacks, values, drops):
+    assert stack_ops.plan("prod", values).drops == drops
+
+
+def test_a_removed_pdb_or_workload_is_a_capacity_drop():
+    deployment = {"spec": {"replicas": 3, "selector": {"matchLabels": {"version": "stable"}}}}
+    pdb = {"spec": {"maxUnavailable": "10%"}}
+    before = {"Deployment/web": deployment, "PodDisruptionBudget/web": pdb}
+    assert stack_ops.capacity_drops(before, {"Deployment/web": deployment}) == [
+        "PodDisruptionBudget/web: removed: node drains may then evict every pod at once"]
+    assert stack_ops.capacity_drops(before, {"PodDisruptionBudget/web": {"spec": {"maxUnavailable": "25%"}}}) == [
+        "Deployment/web: removed (3-3 pods)", "PodDisruptionBudget/web: maxUnavailable 10% -> 25%"]
