@@ -38,8 +38,10 @@ EXPECTED_KINDS = {
     "staging": {**_WORKLOADS, "Deployment": 6, "HorizontalPodAutoscaler": 3, **_MESH, **_MONITORING},
 }
 EXPECTED_KINDS["prod"] = EXPECTED_KINDS["staging"]
-# Non-manifest files the renderer writes: Istio's and kube-prometheus-stack's Helm releases.
+# What the renderer writes beside the manifests: Istio's and kube-prometheus-stack's
+# Helm releases, and the Kubernetes provider (the cluster everything goes to).
 EXPECTED_RELEASES = {"dev": 0, "staging": 5, "prod": 5}
+PROVIDER = "pulumi:providers:kubernetes"
 
 
 def validate_istio(doc: dict) -> None:
@@ -73,13 +75,18 @@ def test_the_istio_pin_matches_the_schema_models():
 
 @pytest.mark.parametrize("stack", K8S_STACKS)
 def test_rendered_objects_pass_strict_schema_validation(stack, tmp_path):
-    paths = render.write(stack, tmp_path)
-    docs = [yaml.safe_load(p.read_text()) for p in paths]
-    manifests = [d for d in docs if "kind" in d]
+    render.write(stack, tmp_path)
+    # The manifest folder goes to `kubectl diff -f` as it is: every file in it
+    # is one Kubernetes object, and every one passes its schema.
+    manifests = [yaml.safe_load(p.read_text()) for p in sorted((tmp_path / render.MANIFESTS).iterdir())]
     for doc in manifests:
+        assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], doc
         validate(doc)
     assert Counter(d["kind"] for d in manifests) == EXPECTED_KINDS[stack]
-    assert sum(d.get("type") == offline.HELM_RELEASE for d in docs) == EXPECTED_RELEASES[stack]
+    notes = [yaml.safe_load(p.read_text()) for p in (tmp_path / render.NOTES).iterdir()]
+    # (Counter equality treats a missing type as zero of it: dev has no releases.)
+    assert Counter(n["type"] for n in notes) == Counter({offline.HELM_RELEASE: EXPECTED_RELEASES[stack], PROVIDER: 1})
+    assert all("kind" not in n for n in notes)
 
 
 def _first(records, kind):
@@ -114,7 +121,6 @@ def test_istio_validation_would_catch_a_wrong_value(records, kind, change):
 
 def test_render_cli_writes_the_stack_and_refuses_unknown_stacks(tmp_path, capsys):
     assert render.main(["--stack", "dev", "--out", str(tmp_path / "dev")]) == 0
-    # Every object, and the Kubernetes provider (the cluster they go to).
-    assert len(list((tmp_path / "dev").glob("*.yaml"))) == sum(EXPECTED_KINDS["dev"].values()) + 1
+    assert len(list((tmp_path / "dev" / render.MANIFESTS).glob("*.yaml"))) == sum(EXPECTED_KINDS["dev"].values())
     with pytest.raises(SystemExit):
         render.main(["--stack", "nope", "--out", str(tmp_path / "x")])
