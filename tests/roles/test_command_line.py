@@ -264,8 +264,11 @@ def test_edge_vip_uses_command_line_values_as_declared(accepted, tmp_path):
     # Removed with the traffic policy: refused rather than silently ignored.
     ("nginx_lb_conn_limit_per_ip=50", ["nginx_lb_conn_limit_per_ip", "not a variable of role nginx_lb"]),
     ("haproxy_lb_canary_percent=25", ["haproxy_lb_canary_percent", "not a variable of role haproxy_lb"]),
-    # A misspelt name: refused, not left at its default.
-    ("edge_vip_adress=192.0.2.100/24", ["edge_vip_adress", "not a variable of role edge_vip"]),
+    # A misspelt name: refused, not left at its default, with the name meant.
+    ("edge_vip_adress=192.0.2.100/24", ["edge_vip_adress", "not a variable of role edge_vip",
+                                        "did you mean edge_vip_addresses?"]),
+    ("nginx_lb_worker_conections=10", ["nginx_lb_worker_conections", "not a variable of role nginx_lb",
+                                       "did you mean nginx_lb_worker_connections?"]),
 ])
 def test_a_bad_command_line_value_is_refused_by_name_before_anything_changes(validate, given, named):
     run = validate(given)
