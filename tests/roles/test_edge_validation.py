@@ -1,8 +1,11 @@
 """The validation that runs before any host changes cannot pass on nothing:
-an inventory without edge hosts is refused, naming the group.
+an inventory without edge hosts and a pool without servers are refused,
+each naming what is wrong.
 
-The validation playbook (playbooks/validate.yml, which playbooks/edge.yml
-imports first) on inventories without edge hosts.
+The role cases run in one ansible-playbook run (validate_cases.yml): each
+case is an inventory group with one host of its own and names the role it
+checks.  Then the validation playbook itself (playbooks/validate.yml, which
+playbooks/edge.yml imports first) on inventories without edge hosts.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tests.kit import ansible_playbook
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATE = ROOT / "playbooks" / "validate.yml"
 EDGE = ROOT / "playbooks" / "edge.yml"
+CASES = Path(__file__).with_name("validate_cases.yml")
 PROD = ROOT / "inventories" / "prod"
 
 SERVERS = [{"name": "backend-1", "address": "192.0.2.21", "port": 8000}]
@@ -28,6 +32,55 @@ BASE_VARS = {
     "haproxy_lb_stats_password": "not-a-default-" + "x" * 8,
     "kernel_tuning_nofile": 20000,
 }
+UNSET = object()  # a case without edge_backends in its inventory at all
+
+# case: (role, group variables over {edge_backends: SERVERS}, host variables, words the message must hold)
+BAD = {
+    "nginx_edge_backends_empty": ("nginx_lb", {"edge_backends": []}, {}, ["edge_backends is empty", "nginx_lb_servers"]),
+    "nginx_edge_backends_unset": ("nginx_lb", {"edge_backends": UNSET}, {}, ["edge_backends is empty or not set"]),
+    "nginx_servers_set_empty": ("nginx_lb", {"nginx_lb_servers": []}, {}, ["nginx_lb_servers is set to []"]),
+    "haproxy_edge_backends_empty": ("haproxy_lb", {"edge_backends": []}, {},
+                                    ["edge_backends is empty", "haproxy_lb_stable_servers"]),
+    "haproxy_edge_backends_unset": ("haproxy_lb", {"edge_backends": UNSET}, {}, ["edge_backends is empty or not set"]),
+    "haproxy_stable_servers_set_empty": ("haproxy_lb", {"haproxy_lb_stable_servers": []}, {},
+                                         ["haproxy_lb_stable_servers is set to []"]),
+}
+GOOD = {
+    "nginx_defaults": ("nginx_lb", {}, {}),
+    "haproxy_defaults": ("haproxy_lb", {}, {}),
+}
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """One run of validate_cases.yml over every case; the run as data."""
+    groups = {}
+    for number, (name, (role, group_vars, host_vars, *_)) in enumerate((BAD | GOOD).items(), start=11):
+        variables = {"case_role": role, "edge_backends": SERVERS} | group_vars
+        groups[name] = {"hosts": {name: {"ansible_host": f"192.0.2.{number}"} | host_vars},
+                        "vars": {k: v for k, v in variables.items() if v is not UNSET}}
+    inventory = tmp_path_factory.mktemp("cases") / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"vars": BASE_VARS, "children": groups}}, sort_keys=False))
+    result = ansible_playbook(CASES, inventory, env={"ANSIBLE_ROLES_PATH": str(ROOT / "roles")}, timeout=300)
+    assert set(result.stats) == set(BAD | GOOD), result.output[-3000:]
+    return result
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_value_is_refused_naming_the_variable(cases, case):
+    *_, words = BAD[case]
+    failure = cases.failed.get(case)
+    assert failure, f"{case}: nothing refused it"
+    assert "\n" not in failure["msg"], failure
+    assert failure["task"].startswith(BAD[case][0]), failure
+    for word in words:
+        assert word in failure["msg"], failure
+    assert failure["msg"].startswith(f"{case}: "), failure
+
+
+@pytest.mark.parametrize("case", sorted(GOOD))
+def test_good_values_pass(cases, case):
+    assert case not in cases.failed, cases.failed[case]
 
 
 def _inventory(directory: Path, groups: dict) -> Path:
