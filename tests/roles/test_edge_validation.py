@@ -1,6 +1,6 @@
 """The validation that runs before any host changes cannot pass on nothing:
-an inventory without edge hosts and a pool without servers are refused,
-each naming what is wrong.
+an inventory without edge hosts, a pool without servers and a stats or
+metrics listener open to everyone are refused, each naming what is wrong.
 
 The role cases run in one ansible-playbook run (validate_cases.yml): each
 case is an inventory group with one host of its own and names the role it
@@ -44,10 +44,39 @@ BAD = {
     "haproxy_edge_backends_unset": ("haproxy_lb", {"edge_backends": UNSET}, {}, ["edge_backends is empty or not set"]),
     "haproxy_stable_servers_set_empty": ("haproxy_lb", {"haproxy_lb_stable_servers": []}, {},
                                          ["haproxy_lb_stable_servers is set to []"]),
+    "stats_on_every_address": ("haproxy_lb", {"haproxy_lb_stats_bind_address": "*"}, {},
+                               ["haproxy_lb_stats_bind_address", "every address"]),
+    "stats_on_every_ipv4_address": ("haproxy_lb", {"haproxy_lb_stats_bind_address": "0.0.0.0"}, {},
+                                    ["haproxy_lb_stats_bind_address", "every address"]),
+    "stats_on_every_ipv6_address": ("haproxy_lb", {"haproxy_lb_stats_bind_address": "::"}, {},
+                                    ["haproxy_lb_stats_bind_address", "every address"]),
+    "stats_on_an_empty_address": ("haproxy_lb", {"haproxy_lb_stats_bind_address": ""}, {},
+                                  ["haproxy_lb_stats_bind_address", "is empty"]),
+    # The default, ansible_host, when the inventory reaches the node by name.
+    "stats_on_a_host_name": ("haproxy_lb", {}, {"ansible_host": "edge-a.example.net"},
+                             ["haproxy_lb_stats_bind_address", "'edge-a.example.net' is not an IP address"]),
+    "stats_on_an_address_in_brackets": ("haproxy_lb", {"haproxy_lb_stats_bind_address": "[2001:db8::11]"}, {},
+                                        ["haproxy_lb_stats_bind_address", "is not an IP address"]),
+    "metrics_open_to_nobody": ("haproxy_lb", {"haproxy_lb_metrics_allow_cidrs": []}, {},
+                               ["haproxy_lb_metrics_allow_cidrs", "is empty"]),
+    "metrics_open_to_everyone": ("haproxy_lb", {"haproxy_lb_metrics_allow_cidrs": ["10.0.0.0/8", "0.0.0.0/0"]}, {},
+                                 ["haproxy_lb_metrics_allow_cidrs", "has 0.0.0.0/0: not"]),
+    "metrics_open_to_every_ipv6_address": ("haproxy_lb", {"haproxy_lb_metrics_allow_cidrs": ["::/0"]}, {},
+                                           ["haproxy_lb_metrics_allow_cidrs", "has ::/0"]),
+    "metrics_network_with_host_bits": ("haproxy_lb", {"haproxy_lb_metrics_allow_cidrs": ["10.0.0.1/8"]}, {},
+                                       ["haproxy_lb_metrics_allow_cidrs", "has 10.0.0.1/8"]),
+    "metrics_network_is_a_name": ("haproxy_lb", {"haproxy_lb_metrics_allow_cidrs": ["monitoring"]}, {},
+                                  ["haproxy_lb_metrics_allow_cidrs", "has monitoring"]),
 }
 GOOD = {
     "nginx_defaults": ("nginx_lb", {}, {}),
     "haproxy_defaults": ("haproxy_lb", {}, {}),
+    "haproxy_stats_on_an_ipv6_host": ("haproxy_lb", {}, {"ansible_host": "2001:db8::11"}),
+    "haproxy_stats_on_loopback": ("haproxy_lb", {"haproxy_lb_stats_bind_address": "127.0.0.1"}, {}),
+    "haproxy_metrics_for_two_servers": ("haproxy_lb", {"haproxy_lb_metrics_allow_cidrs": ["192.0.2.5/32", "2001:db8::/64"]},
+                                        {}),
+    # As an operator types it on the command line: typed as the role declares it.
+    "haproxy_metrics_as_text": ("haproxy_lb", {"haproxy_lb_metrics_allow_cidrs": "192.0.2.5/32, 198.51.100.0/24"}, {}),
 }
 
 
