@@ -5,15 +5,21 @@ metrics listener open to everyone are refused, each naming what is wrong.
 The role cases run in one ansible-playbook run (validate_cases.yml): each
 case is an inventory group with one host of its own and names the role it
 checks.  Then the validation playbook itself (playbooks/validate.yml, which
-playbooks/edge.yml imports first) on inventories without edge hosts.
+playbooks/edge.yml imports first) on inventories without edge hosts, and
+the production inventory's files folder, which Ansible must not read as
+inventory.
 """
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trustme
 import yaml
 
 from tests.kit import ansible_playbook
@@ -23,6 +29,7 @@ VALIDATE = ROOT / "playbooks" / "validate.yml"
 EDGE = ROOT / "playbooks" / "edge.yml"
 CASES = Path(__file__).with_name("validate_cases.yml")
 PROD = ROOT / "inventories" / "prod"
+ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
 
 SERVERS = [{"name": "backend-1", "address": "192.0.2.21", "port": 8000}]
 BASE_VARS = {
@@ -151,3 +158,80 @@ def test_a_limit_that_leaves_no_edge_host_is_refused(tmp_path):
     # The same inventory passes with its edge host in the run.
     result = ansible_playbook(VALIDATE, inventory, limit="edge-a", timeout=120)
     assert result.rc == 0, result.failed or result.output[-3000:]
+
+
+# --- The production inventory's files ------------------------------------------
+
+def _documented_file(inventory_dir: Path, variable: str) -> Path:
+    """Where inventories/prod's group_vars tell the operator to put a file
+    (a commented example), for an inventory copied to `inventory_dir`."""
+    text = (inventory_dir / "group_vars" / "edge" / "main.yml").read_text()
+    (path,) = re.findall(rf'^# {variable}: "{{{{ inventory_dir }}}}([^"]+)"$', text, re.M)
+    return Path(f"{inventory_dir}{path}").resolve()
+
+
+def _list(inventory_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(inventory_dir), "--list", "-vvv"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture()
+def prod_copy(tmp_path) -> Path:
+    """inventories/prod and its files folder as shipped, in a scratch copy."""
+    shutil.copytree(PROD, tmp_path / "inventories" / "prod")
+    if (PROD.parent / "prod-files").exists():
+        shutil.copytree(PROD.parent / "prod-files", tmp_path / "inventories" / "prod-files")
+    return tmp_path / "inventories" / "prod"
+
+
+def _vaulted_key() -> str:
+    # What `ansible-vault encrypt` leaves (the content is never decrypted here).
+    return "$ANSIBLE_VAULT;1.1;AES256\n" + "6162636465666768" * 4 + "\n"
+
+
+def test_files_where_the_production_inventory_says_are_not_read_as_inventory(prod_copy):
+    key = _documented_file(prod_copy, "nginx_lb_tls_key")
+    certificate = _documented_file(prod_copy, "nginx_lb_tls_certificate")
+    assert not key.is_relative_to(prod_copy), key
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_text(_vaulted_key())
+    certificate.write_text(trustme.CA().issue_cert("edge.example.net").cert_chain_pems[0].bytes().decode())
+    listed = _list(prod_copy)
+    assert listed.returncode == 0, listed.stderr
+    assert "WARNING" not in listed.stderr, listed.stderr
+    # Not even tried: the only source parsed is hosts.yml.
+    assert key.name not in listed.stdout + listed.stderr and certificate.name not in listed.stdout + listed.stderr
+    parsed = re.findall(r"^Parsed (\S+) inventory source", listed.stdout + listed.stderr, re.M)
+    assert parsed == [str(prod_copy / "hosts.yml")], parsed
+
+
+def test_the_same_key_inside_the_inventory_directory_is_read_as_inventory(prod_copy):
+    # What the check above guards against (the former suggestion,
+    # inventories/prod/files/): each file there is handed to every
+    # inventory plugin, and the run warns about each.
+    (prod_copy / "files").mkdir()
+    (prod_copy / "files" / "edge.key").write_text(_vaulted_key())
+    listed = _list(prod_copy)
+    assert f"Unable to parse {prod_copy / 'files' / 'edge.key'} as an inventory source" in listed.stderr, listed.stderr
+
+
+def test_the_production_inventory_validates_with_its_documented_files(prod_copy, tmp_path):
+    # The commented TLS settings, uncommented, find the files in the folder
+    # they name (the roles check that each file exists on the controller).
+    leaf = trustme.CA().issue_cert("edge.example.net")
+    certificate = _documented_file(prod_copy, "nginx_lb_tls_certificate")
+    certificate.parent.mkdir(parents=True, exist_ok=True)
+    leaf.cert_chain_pems[0].write_to_path(str(certificate))
+    leaf.private_key_pem.write_to_path(str(_documented_file(prod_copy, "nginx_lb_tls_key")))
+    group_vars = prod_copy / "group_vars" / "edge" / "main.yml"
+    group_vars.write_text(re.sub(r"^# ((nginx|haproxy)_lb_tls_(certificate|key): )", r"\1",
+                                 group_vars.read_text(), flags=re.M))
+    (prod_copy / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"edge": {"hosts": {
+        "edge-a.example.net": {"ansible_host": "192.0.2.10", "ansible_connection": "local",
+                               "ansible_python_interpreter": sys.executable}}}}}}))
+    result = ansible_playbook(VALIDATE, prod_copy, {
+        "vault_haproxy_stats_password": "not-a-default-" + "x" * 8,
+        "edge_backends": SERVERS,
+    }, timeout=180)
+    assert result.rc == 0, result.failed or result.output[-3000:]
+    assert set(result.stats) == {"edge-a.example.net"}
