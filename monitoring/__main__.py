@@ -2,7 +2,8 @@
 
 build   write monitoring/load-balancer-dashboard.json from monitoring/dashboard.py
 check   exit 1 when the committed dashboard differs from the builder's output
-rules   print the alert rules (Prometheus rule-file YAML) for the default thresholds
+rules   print the alert rules (Prometheus rule-file YAML) for the default thresholds;
+        --runbook-base-url URL links the runbooks at URL instead of the repository's
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m monitoring", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["build", "check", "rules"])
+    parser.add_argument("--runbook-base-url", default=rules.RUNBOOK_BASE_URL, metavar="URL",
+                        help="where docs/runbooks.md is published (rules)")
     args = parser.parse_args()
     if args.command == "build":
         DASHBOARD_JSON.write_text(dashboard.render())
@@ -33,7 +36,11 @@ def main() -> int:
             return 1
         print(f"{DASHBOARD_JSON.name} matches the builder")
     else:
-        yaml.safe_dump(rules.rule_groups(rules.load()), sys.stdout, sort_keys=False, width=200)
+        try:
+            groups = rules.rule_groups(rules.load(), runbook_base=args.runbook_base_url)
+        except ValueError as exc:
+            parser.error(str(exc))
+        yaml.safe_dump(groups, sys.stdout, sort_keys=False, width=200)
     return 0
 
 

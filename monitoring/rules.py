@@ -10,6 +10,7 @@ kind before anything is rendered, with an error that names the key.
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -18,7 +19,12 @@ from typing import Any
 import yaml
 
 ALERTS_FILE = Path(__file__).with_name("alerts.yml")
-RUNBOOKS = "docs/runbooks.md"
+# Every alert links its section of docs/runbooks.md.  Alertmanager, Grafana
+# and the chat message show the link as it is, away from the repository, so
+# it is absolute: the published document, one section per alert.  A fork or
+# a mirror passes its own to rule_groups() (python -m monitoring rules
+# --runbook-base-url URL).
+RUNBOOK_BASE_URL = "https://github.com/automata-learning/automata-lb/blob/main/docs/runbooks.md"
 SEVERITIES = ("critical", "warning", "info")
 DURATION = re.compile(r"^[0-9]+(ms|s|m|h|d|w|y)$")
 CLASS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -214,8 +220,25 @@ def load(overrides: dict[str, Any] | None = None, *, source: str = "overrides",
     return thresholds
 
 
-def rule_groups(thresholds: dict[str, dict[str, Any]], *, runbook_base: str = RUNBOOKS) -> dict:
+def runbook_base_url(value: Any) -> str:
+    """`value` checked as the runbooks' base URL: absolute http(s), no anchor
+    (each alert adds its own)."""
+    parts = urllib.parse.urlsplit(value) if isinstance(value, str) else None
+    if not parts or parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment or " " in value:
+        raise ValueError(f"runbook base URL: {value!r} must be an absolute http(s) URL without #anchor, "
+                         f"like {RUNBOOK_BASE_URL}")
+    return value
+
+
+def runbook_anchor(alert: str) -> str:
+    """The anchor of an alert's section (`## EdgeNodeDown` -> edgenodedown),
+    as GitHub and most Markdown renderers make it."""
+    return alert.lower()
+
+
+def rule_groups(thresholds: dict[str, dict[str, Any]], *, runbook_base: str = RUNBOOK_BASE_URL) -> dict:
     """Prometheus rule groups (`groups:`) for the checked thresholds."""
+    runbook_base = runbook_base_url(runbook_base)
     rules = []
     for name, alert in ALERTS.items():
         values = thresholds[name]
@@ -228,7 +251,7 @@ def rule_groups(thresholds: dict[str, dict[str, Any]], *, runbook_base: str = RU
             "annotations": {
                 "summary": alert.summary,
                 "description": alert.description,
-                "runbook_url": f"{runbook_base}#{name.lower()}",
+                "runbook_url": f"{runbook_base}#{runbook_anchor(name)}",
             },
         })
     return {"groups": [{"name": "automata-lb", "rules": rules}]}

@@ -23,6 +23,7 @@ Options marked `no_log` stay out of the view (set_fact prints its facts at
 
 from __future__ import annotations
 
+import difflib
 import functools
 from pathlib import Path
 
@@ -70,6 +71,18 @@ def _typed(name: str, value, spec: dict):
     return value
 
 
+def _suggestion(name: str, declared: dict, role: str) -> str:
+    """", did you mean <the closest declared name>?" for a misspelt name, or "".
+
+    Names are compared without the role prefix, which every name shares and
+    which would make any two of them look alike; a name that was removed
+    (nothing close enough) gets no guess rather than a wrong one."""
+    prefix = f"{role}_"
+    close = difflib.get_close_matches(name.removeprefix(prefix), [d.removeprefix(prefix) for d in declared],
+                                      n=1, cutoff=0.75)
+    return f", did you mean {prefix}{close[0]}?" if close else ""
+
+
 def typed_view(values: dict, role_dir: Path) -> dict:
     """{name without the role prefix: typed value} for every variable of the
     role in `values` ({name: value}, every variable named `<role>_*`)."""
@@ -78,7 +91,8 @@ def typed_view(values: dict, role_dir: Path) -> dict:
     unknown = sorted(set(values) - set(spec))
     if unknown:
         raise AnsibleFilterError(
-            f"{', '.join(unknown)}: not a variable of role {role} (roles/{role}/meta/argument_specs.yml lists them)")
+            "; ".join(f"{name}: not a variable of role {role}{_suggestion(name, spec, role)}" for name in unknown)
+            + f" (roles/{role}/meta/argument_specs.yml lists them)")
     view = {}
     for name, spec_of_name in spec.items():
         key = name.removeprefix(f"{role}_")

@@ -37,6 +37,39 @@ if ((${#missing[@]})); then
   ((created_policy)) && rm -f /usr/sbin/policy-rc.d
 fi
 
+# This machine is the controller, not an edge node: it needs the packages'
+# programs (the benchmark starts NGINX and HAProxy on loopback itself,
+# promtool, keepalived -t, mtail --compile_only), never their services.
+# Installing them enabled each unit (links in multi-user.target.wants and
+# /etc/rc?.d), so after a reboot NGINX held :80 and Prometheus :9090, the
+# ports the lab publishes.  Disable them every run, also where an earlier
+# bootstrap or someone else installed them; a unit already disabled is left
+# as it is.  Not masked: a disabled unit is enough for Debian's maintainer
+# scripts (an upgrade neither enables nor starts it), and a mask would stop
+# an operator who really wants one here with a less obvious error.
+HOST_ONLY_TOOLS=(nginx haproxy prometheus keepalived mtail)
+if [[ -d /run/systemd/system ]]; then
+  # systemd runs this machine: disable and stop in one go (the benchmark's
+  # own processes are not these units and are left alone).
+  for service in "${HOST_ONLY_TOOLS[@]}"; do
+    if systemctl is-enabled --quiet "$service.service" 2>/dev/null || systemctl is-active --quiet "$service.service"; then
+      echo "bootstrap: disabling and stopping $service.service (a tool here, not a service)"
+      systemctl disable --now --quiet "$service.service"
+    fi
+  done
+else
+  # No systemd as PID 1 (a container, a chroot): nothing can have started
+  # the services (policy-rc.d kept the packages from it above), but the
+  # links would start them on the next boot under systemd.  --root edits
+  # the links offline, those of the init scripts too (update-rc.d).
+  for service in "${HOST_ONLY_TOOLS[@]}"; do
+    if [[ "$(systemctl --root=/ is-enabled "$service.service" 2>/dev/null)" == enabled ]]; then
+      echo "bootstrap: disabling $service.service (a tool here, not a service)"
+      systemctl --root=/ disable --quiet "$service.service"
+    fi
+  done
+fi
+
 stamp=".venv/.pyproject-$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ ! -e "$stamp" ]]; then
   echo "bootstrap: installing the pinned Python dependencies into .venv"

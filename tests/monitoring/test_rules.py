@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
+import urllib.parse
 
 import pytest
 import yaml
@@ -54,6 +56,48 @@ def test_every_alert_has_a_promtool_case_and_a_runbook():
     runbooks = (HERE.parents[1] / "docs" / "runbooks.md").read_text()
     for alert in rules.ALERTS:
         assert f"## {alert}\n" in runbooks, f"docs/runbooks.md has no section for {alert}"
+
+
+def _github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a document's headings: lower case, spaces to
+    '-', every other character but letters, digits, '-' and '_' dropped
+    (a repeated heading gets -1, -2, ... after the first)."""
+    anchors: set[str] = set()
+    text = re.sub(r"^```.*?^```", "", markdown, flags=re.M | re.S)  # a shell comment is no heading
+    for heading in re.findall(r"^#+ +(.+?) *#*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+def test_every_runbook_url_is_absolute_and_lands_on_its_section():
+    # Alertmanager and Grafana show the link away from the repository: a
+    # relative path there leads nowhere.
+    anchors = _github_anchors((HERE.parents[1] / "docs" / "runbooks.md").read_text())
+    for rule in rules.rule_groups(rules.load())["groups"][0]["rules"]:
+        url = urllib.parse.urlsplit(rule["annotations"]["runbook_url"])
+        assert url.scheme in ("http", "https") and url.netloc, rule["annotations"]["runbook_url"]
+        assert url.path.endswith("/docs/runbooks.md"), rule["annotations"]["runbook_url"]
+        assert url.fragment in anchors, f"{rule['alert']}: docs/runbooks.md has no section #{url.fragment}"
+
+
+def test_the_runbooks_can_be_published_elsewhere():
+    base = "https://docs.example.net/automata-lb/runbooks.html"
+    groups = rules.rule_groups(rules.load(), runbook_base=base)
+    urls = {r["alert"]: r["annotations"]["runbook_url"] for r in groups["groups"][0]["rules"]}
+    assert urls["EdgeNodeDown"] == f"{base}#edgenodedown"
+    assert all(url.startswith(f"{base}#") for url in urls.values())
+
+
+@pytest.mark.parametrize("base", ["docs/runbooks.md", "/docs/runbooks.md", "ftp://example.net/runbooks.md",
+                                  "https://example.net/runbooks.md#top", "https:///runbooks.md", ""])
+def test_a_runbook_base_url_that_cannot_be_followed_is_refused(base):
+    with pytest.raises(ValueError, match=re.escape(f"runbook base URL: {base!r} must be an absolute http(s) URL")):
+        rules.rule_groups(rules.load(), runbook_base=base)
 
 
 def test_cluster_only_panels_are_covered_by_synthetic_series():

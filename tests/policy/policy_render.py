@@ -37,7 +37,7 @@ def render_edge(dest: Path, overrides: dict) -> Edge:
     render_role("haproxy_lb", dest / "haproxy", common | {
         "haproxy_lb_manage_service": False, "haproxy_lb_config_dir": str(dest / "haproxy"), "haproxy_lb_chroot": "",
         "haproxy_lb_admin_socket": str(dest / "haproxy" / "admin.sock"), "haproxy_lb_nofile": 20000,
-        "haproxy_lb_stats_password": secrets.token_urlsafe(18),
+        "haproxy_lb_stats_bind_address": "127.0.0.1", "haproxy_lb_stats_password": secrets.token_urlsafe(18),
         "haproxy_lb_stable_servers": SERVERS, "haproxy_lb_canary_servers": CANARY})
     haproxy_dir = dest / "haproxy"
     (rate_map,) = (haproxy_dir / "maps").glob("rate_limits.*.map")

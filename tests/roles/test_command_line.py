@@ -78,7 +78,8 @@ def validate(tmp_path_factory, tls):
     """validate(*overrides) -> Run of tests/roles/typed.yml with `-e` each override."""
     inventory = tmp_path_factory.mktemp("inventory") / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": {"edge": {
-        "hosts": {"edge-test": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
+        "hosts": {"edge-test": {"ansible_host": "127.0.0.1", "ansible_connection": "local",
+                                "ansible_python_interpreter": sys.executable}},
         "vars": {"edge_backends": SERVERS, "edge_canary_backends": CANARY,
                  "nginx_lb_tls_certificate": tls["certificate"], "nginx_lb_tls_key": tls["key"],
                  "haproxy_lb_stats_password": secrets.token_urlsafe(18),
@@ -195,7 +196,7 @@ def test_haproxy_lb_uses_command_line_values_as_declared(accepted, tmp_path, tls
     render_role("haproxy_lb", tmp_path / "haproxy", {
         "haproxy_lb_config_dir": str(tmp_path / "haproxy"), "haproxy_lb_chroot": "",
         "haproxy_lb_admin_socket": str(tmp_path / "admin.sock"), "haproxy_lb_nofile": 20000,
-        "haproxy_lb_stats_password": secrets.token_urlsafe(18),
+        "haproxy_lb_stats_bind_address": "127.0.0.1", "haproxy_lb_stats_password": secrets.token_urlsafe(18),
         "haproxy_lb_stable_servers": SERVERS, "haproxy_lb_canary_servers": CANARY,
         # A TLS listener too: haproxy -c loads the certificate bundle the role writes.
         "haproxy_lb_binds": [{"address": "127.0.0.1", "port": 8000}, {"address": "127.0.0.1", "port": 9443, "tls": True}],
@@ -264,8 +265,11 @@ def test_edge_vip_uses_command_line_values_as_declared(accepted, tmp_path):
     # Removed with the traffic policy: refused rather than silently ignored.
     ("nginx_lb_conn_limit_per_ip=50", ["nginx_lb_conn_limit_per_ip", "not a variable of role nginx_lb"]),
     ("haproxy_lb_canary_percent=25", ["haproxy_lb_canary_percent", "not a variable of role haproxy_lb"]),
-    # A misspelt name: refused, not left at its default.
-    ("edge_vip_adress=192.0.2.100/24", ["edge_vip_adress", "not a variable of role edge_vip"]),
+    # A misspelt name: refused, not left at its default, with the name meant.
+    ("edge_vip_adress=192.0.2.100/24", ["edge_vip_adress", "not a variable of role edge_vip",
+                                        "did you mean edge_vip_addresses?"]),
+    ("nginx_lb_worker_conections=10", ["nginx_lb_worker_conections", "not a variable of role nginx_lb",
+                                       "did you mean nginx_lb_worker_connections?"]),
 ])
 def test_a_bad_command_line_value_is_refused_by_name_before_anything_changes(validate, given, named):
     run = validate(given)

@@ -48,3 +48,22 @@ def test_a_secret_stays_out_of_the_view():
     # set_fact prints the view at -v, so the role reads them by name.
     given = {"edge_vip_auth_pass": "Zq8rT2mW", "edge_vip_advert_int": "2"}
     assert typed_view(given, ROLES / "edge_vip") == {"advert_int": 2}
+
+
+@pytest.mark.parametrize(("name", "meant"), [
+    ("nginx_lb_worker_conections", "nginx_lb_worker_connections"),
+    ("nginx_lb_listen_adress", "nginx_lb_listen_address"),
+    ("nginx_lb_tls_enable", "nginx_lb_tls_enabled"),
+    # Removed with the traffic policy: nothing declared is close, so no guess
+    # (rather than a wrong one).
+    ("nginx_lb_conn_limit_per_ip", None),
+])
+def test_an_unknown_name_is_refused_with_the_closest_declared_one(name, meant):
+    with pytest.raises(AnsibleFilterError) as refused:
+        typed_view({name: "10"}, NGINX)
+    message = str(refused.value)
+    assert message.startswith(f"{name}: not a variable of role nginx_lb")
+    if meant:
+        assert f", did you mean {meant}?" in message
+    else:
+        assert "did you mean" not in message
