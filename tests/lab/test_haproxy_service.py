@@ -22,9 +22,12 @@ def test_haproxy_runs_in_master_worker_mode(host):
     assert service.is_running and service.is_enabled
     master = host.run("systemctl show -p MainPID --value haproxy").stdout.strip()
     assert "-Ws" in host.file(f"/proc/{master}/cmdline").content_string.replace("\0", " ")
-    # Listeners: the public frontend and the stats/metrics frontend.
-    for port in (8000, 8404):
-        assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    # Listeners: the public frontend on every address, the stats/metrics
+    # frontend on the node's own address only.
+    assert host.socket("tcp://0.0.0.0:8000").is_listening
+    address = host.ansible.get_variables()["ansible_host"]
+    assert host.socket(f"tcp://{address}:8404").is_listening
+    assert not host.socket("tcp://0.0.0.0:8404").is_listening
 
 
 def test_maxconn_fits_the_descriptor_limit(host):
