@@ -35,8 +35,11 @@ class CallbackModule(CallbackBase):
         self._handlers: list[str] = []
 
     def _fail(self, result, kind: str) -> None:
+        # A loop fails as "One or more items failed": the failed items say why.
+        items = [str(r.get("msg", "")) for r in result._result.get("results", []) if r.get("failed")]
         self._failed.setdefault(result._host.get_name(), {
-            "kind": kind, "task": result._task.get_name(), "msg": str(result._result.get("msg", "")),
+            "kind": kind, "task": result._task.get_name(),
+            "msg": "; ".join(items) if items else str(result._result.get("msg", "")),
         })
 
     def v2_runner_on_failed(self, result, ignore_errors=False) -> None:

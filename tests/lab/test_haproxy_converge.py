@@ -152,22 +152,6 @@ def test_tls_requests_reach_the_backends_marked_https(reloaded, edge, ca_cert):
     assert json.loads(body)["headers"]["x-forwarded-proto"] == "https"
 
 
-@pytest.mark.parametrize("extra, variable", [
-    ({"haproxy_lb_stats_password": ""}, "haproxy_lb_stats_password"),
-    ({"traffic_policy_overrides": {"canary": {"share": 150}}}, "canary.share"),
-    ({"haproxy_lb_check_fall": "three"}, "haproxy_lb_check_fall"),
-    ({"haproxy_lb_health_class": "nowhere"}, "haproxy_lb_health_class"),
-    ({"haproxy_lb_maxconn": 15000}, "haproxy_lb_maxconn"),
-])
-def test_bad_input_fails_before_anything_is_written(edge1, converge, extra, variable):
-    before = _sha(edge1)
-    result = converge(extra, limit="edge-1")
-    assert result.rc != 0
-    assert variable in result.output
-    assert all(n == 0 for n in result.changed.values()), result.output[-3000:]
-    assert _sha(edge1) == before
-
-
 def test_config_haproxy_rejects_never_lands_and_old_one_keeps_serving(edge1, edge, apply_haproxy):
     # Well-typed, passes the role's checks, but HAProxy cannot resolve the
     # address: `haproxy -c` refuses the candidate.

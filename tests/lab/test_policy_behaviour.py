@@ -171,16 +171,3 @@ def test_a_backend_killed_under_load_costs_no_request_on_either(edge, lab, ca_ce
 
 
 # --- one change, both load balancers, hitless ---------------------------------------
-
-def test_a_malformed_policy_is_refused_before_any_host_changes(converge):
-    edge1 = node("edge-1")
-    before = (edge1.file("/etc/nginx/conf.d/routes.conf").sha256sum, edge1.file("/etc/haproxy/haproxy.cfg").sha256sum)
-    from labkit import lab_policy_overrides
-    from traffic.model import deep_merge
-    bad = deep_merge(lab_policy_overrides(), {"classes": {"api": {"rate": {"burst": -1}}}})
-    result = converge({"traffic_policy_overrides": bad})
-    assert result.rc != 0
-    assert "classes.api.rate.burst: must be >= 0, got -1" in result.output
-    assert all(n == 0 for n in result.changed.values()), result.output[-3000:]
-    assert (edge1.file("/etc/nginx/conf.d/routes.conf").sha256sum,
-            edge1.file("/etc/haproxy/haproxy.cfg").sha256sum) == before

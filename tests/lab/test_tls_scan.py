@@ -30,10 +30,6 @@ from sslyze.mozilla_tls_profile.tls_config_checker import (
     check_server_against_tls_configuration,
 )
 
-from labkit import lab_policy_overrides, node
-from traffic import model
-from traffic.model import deep_merge
-
 LISTENERS = {"nginx": "nginx_https", "haproxy": "haproxy_https"}
 
 
@@ -65,19 +61,3 @@ def test_the_tls_listener_meets_mozilla_intermediate(lb, edge, ca_cert):
     accepted = {name for name in ("ssl_2_0", "ssl_3_0", "tls_1_0", "tls_1_1", "tls_1_2", "tls_1_3")
                 if getattr(result.scan_result, f"{name}_cipher_suites").result.accepted_cipher_suites}
     assert accepted == {"tls_1_2", "tls_1_3"}
-
-
-def test_a_weak_cipher_is_refused_before_any_host_changes(converge):
-    edge1 = node("edge-1")
-    files = ("/etc/nginx/nginx.conf", "/etc/haproxy/haproxy.cfg")
-    before = [edge1.file(f).sha256sum for f in files]
-    # The lab's policy with one cipher outside the profile added.
-    ciphers = [*model.load(overrides=lab_policy_overrides()).tls.ciphers, "AES128-SHA"]
-    result = converge({"traffic_policy_overrides": deep_merge(lab_policy_overrides(),
-                                                              {"tls": {"ciphers": ciphers}})})
-    assert result.rc != 0
-    assert f"tls.ciphers[{len(ciphers) - 1}]: 'AES128-SHA' is not in Mozilla's intermediate profile" \
-        in result.output, result.output[-3000:]
-    assert all(n == 0 for n in result.changed.values()), result.output[-3000:]
-    assert [edge1.file(f).sha256sum for f in files] == before
-
