@@ -15,8 +15,10 @@ istio.py); each states what its tier cannot express (`notes`).
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -485,12 +487,37 @@ def _check_tiers(policy: Policy) -> None:
 def read(path: Path | str = POLICY_FILE) -> dict:
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text())
+        return copy.deepcopy(_read(path, path.stat().st_mtime_ns))
     except OSError as exc:
         raise PolicyError("(file)", f"cannot read {path}: {exc.strerror}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _read(path: Path, _mtime_ns: int) -> dict:
+    """The file parsed once per version of it: a role's checks load the
+    policy in task after task, each time with other overrides."""
+    try:
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise PolicyError("(file)", f"{path} is not valid YAML: {exc}") from None
-    return document
+
+
+def plain(value: Any) -> Any:
+    """`value` as plain dicts, lists, strings and numbers.  Ansible hands a
+    filter its variables as lazily templated containers and tagged strings:
+    copying those (as merging and the Policy record do) templates them
+    again at every level, which made loading the policy the largest cost of
+    a converge."""
+    if isinstance(value, Mapping):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    for kind in (str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
 
 
 def load(path: Path | str = POLICY_FILE, overrides: dict | None = None) -> Policy:
@@ -500,6 +527,7 @@ def load(path: Path | str = POLICY_FILE, overrides: dict | None = None) -> Polic
     changes one number); they may not add classes, so a typo in a class name
     is refused instead of creating a class."""
     document = read(path)
+    overrides = plain(overrides)
     if overrides:
         _mapping("(overrides)", overrides, _TOP)
         for name in (overrides.get("classes") or {}):

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from ansible.errors import AnsibleFilterError
-from cryptography import x509
 
 # The repository's packages, imported by path as the load-balancer roles do
 # (docs/decisions.md, D5).
@@ -17,7 +16,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from rolekit import typed  # noqa: E402
+from rolekit import node_state, typed  # noqa: E402
 from traffic import model  # noqa: E402
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -55,6 +54,11 @@ def classes_problem(policy_file: str, overrides: dict | None, extra: list) -> st
 
 def not_after(pem: str) -> int:
     """Expiry (Unix seconds) of the first certificate in a PEM text: the leaf."""
+    # Imported here, not at the top: Ansible loads every filter plugin for
+    # every task of a run, and cryptography's x509 costs more to import than
+    # most tasks take; one task of the role reads a certificate.
+    from cryptography import x509
+
     try:
         cert = x509.load_pem_x509_certificate(pem.encode())
     except ValueError as exc:
@@ -83,4 +87,5 @@ class FilterModule:
             "edge_exporters_not_after": not_after,
             "edge_exporters_nginx_capacity": nginx_capacity,
             "edge_exporters_typed": typed.for_role(__file__),
+            **node_state.filters("edge_exporters"),
         }

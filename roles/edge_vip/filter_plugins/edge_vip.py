@@ -24,7 +24,7 @@ _ROOT = str(_ROLES.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from rolekit import typed  # noqa: E402
+from rolekit import node_state, typed  # noqa: E402
 
 # Priorities by inventory order: the first host of the group gets the highest.
 _FIRST_PRIORITY = 200
@@ -162,4 +162,5 @@ class FilterModule:
             "edge_vip_haproxy_url": haproxy_url,
             "edge_vip_sysctl_is_on": sysctl_is_on,
             "edge_vip_typed": typed.for_role(__file__),
+            **node_state.filters("edge_vip"),
         }

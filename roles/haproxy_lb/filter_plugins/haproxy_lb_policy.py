@@ -18,7 +18,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from rolekit import typed  # noqa: E402
+from rolekit import node_state, typed  # noqa: E402
 from traffic import haproxy, model  # noqa: E402
 
 
@@ -48,4 +48,5 @@ def render(policy_file: str, overrides: dict | None, servers: list, canary_serve
 class FilterModule:
     def filters(self) -> dict:
         return {"haproxy_lb_policy_problem": model.problem, "haproxy_lb_policy": render,
-                "haproxy_lb_policy_classes": classes, "haproxy_lb_typed": typed.for_role(__file__)}
+                "haproxy_lb_policy_classes": classes, "haproxy_lb_typed": typed.for_role(__file__),
+                **node_state.filters("haproxy_lb")}

@@ -12,7 +12,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from rolekit import typed  # noqa: E402
+from rolekit import node_state, typed  # noqa: E402
 
 
 def _normalise(value) -> str:
@@ -52,4 +52,5 @@ class FilterModule:
             "kernel_tuning_scoped": kernel_tuning_scoped,
             "kernel_tuning_drift": kernel_tuning_drift,
             "kernel_tuning_typed": typed.for_role(__file__),
+            **node_state.filters("kernel_tuning"),
         }

@@ -19,7 +19,7 @@ _ROOT = str(Path(__file__).resolve().parents[3])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from rolekit import typed  # noqa: E402
+from rolekit import node_state, typed  # noqa: E402
 from traffic import model, nginx  # noqa: E402
 
 
@@ -59,4 +59,4 @@ class FilterModule:
     def filters(self) -> dict:
         return {"nginx_lb_policy_problem": model.problem, "nginx_lb_policy": render,
                 "nginx_lb_policy_classes": classes, "nginx_lb_policy_trusted": trusted,
-                "nginx_lb_typed": typed.for_role(__file__)}
+                "nginx_lb_typed": typed.for_role(__file__), **node_state.filters("nginx_lb")}
