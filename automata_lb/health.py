@@ -65,7 +65,8 @@ def run(target: Target, haproxy_port: int = 8000, monitor_uri: str = "/lb-health
     for node in target.edges:
         own = [(f"{node.name} nginx", "http://127.0.0.1/health"),
                (f"{node.name} haproxy", f"http://127.0.0.1:{haproxy_port}{monitor_uri}"),
-               (f"{node.name} stats page", f"http://127.0.0.1:{stats_port}{stats_uri}")]
+               # The stats listener is on the node's own address only (haproxy_lb_stats_bind_address).
+               (f"{node.name} stats page", f"http://{node.address}:{stats_port}{stats_uri}")]
         for name, url, status, ms in _on_node(node, own):
             # The stats page must answer, and only to credentials: 401 is healthy.
             results.append(Check(name, url, status, ms, (401,) if name.endswith("stats page") else (200,)))
