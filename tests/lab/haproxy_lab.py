@@ -155,29 +155,3 @@ class WebSocketSession:
 
     def close(self) -> None:
         self.ws.close()
-
-
-# The HAProxy part of playbooks/edge.yml (its validation play and the role),
-# for the tests that converge edge-1 again and again with other variables:
-# the kernel and NGINX plays would triple their run time and change nothing.
-# playbooks/edge.yml as a whole is exercised by test_playbook.py.
-HAPROXY_PLAYBOOK = """\
-- name: Validate the HAProxy variables
-  hosts: edge
-  gather_facts: false
-  any_errors_fatal: true
-  tasks:
-    - name: Validate the HAProxy variables
-      ansible.builtin.include_role: {name: haproxy_lb, tasks_from: validate}
-
-- name: Lay down the HAProxy edge load balancer
-  hosts: edge
-  roles:
-    - haproxy_lb
-"""
-
-
-def haproxy_playbook(directory: Path) -> Path:
-    path = directory / "haproxy.yml"
-    path.write_text(HAPROXY_PLAYBOOK)
-    return path

@@ -1,0 +1,58 @@
+"""A configuration that passes every check of the inventory but that the load
+balancer itself refuses (`nginx -t`, `haproxy -c`) never reaches it: the
+converge fails on that host and the running load balancer keeps serving its
+old configuration, with the same processes.
+
+Bad input the inventory's checks can see never gets this far
+(tests/roles/test_refusals.py, offline).
+"""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from haproxy_lab import CONFIG
+from labkit import ClientIPs, node
+
+pytestmark = pytest.mark.usefixtures("trusted_gateway")
+
+EDGE1 = "edge-1"
+STAGED_DIR, NGINX_DIR = "/etc/nginx/staging", "/etc/nginx"
+
+
+def _haproxy_processes(host) -> tuple[str, str]:
+    master = host.run("systemctl show -p MainPID --value haproxy").stdout.strip()
+    workers = host.run(f"pgrep -P {master} haproxy").stdout.split()
+    return master, max(workers, key=int)
+
+
+def test_a_config_nginx_rejects_never_lands_and_the_old_one_keeps_serving(converge, https):
+    # Passes every type and input check (a count and a size), but NGINX
+    # needs at least two proxy buffers: only `nginx -t` on the staged tree
+    # can tell.
+    result = converge({"nginx_lb_proxy_buffers": "1 4k"}, limit=EDGE1)
+    assert result.rc != 0
+    assert "Check the candidate configuration as a whole" in result.output
+    assert 'there must be at least 2 "proxy_buffers"' in result.output
+    edge1 = node(EDGE1)
+    staged, live = (edge1.file(f"{d}/proxy_params").content_string for d in (STAGED_DIR, NGINX_DIR))
+    assert re.search(r"proxy_buffers\s+1 4k;", staged)  # it was rendered and checked...
+    assert not re.search(r"proxy_buffers\s+1 4k;", live)  # ...but never installed
+    assert https.get("/api/still-serving", headers={"x-forwarded-for": ClientIPs().take()}).status_code == 200
+
+
+def test_a_config_haproxy_rejects_never_lands_and_the_old_one_keeps_serving(converge, edge):
+    # Well-typed, passes the role's checks, but HAProxy cannot resolve the
+    # address: `haproxy -c` refuses the candidate.
+    edge1 = node(EDGE1)
+    before, processes = edge1.file(CONFIG).sha256sum, _haproxy_processes(edge1)
+    servers = [{"name": "backend-1", "address": "backend-1.invalid", "port": 8000}]
+    result = converge({"haproxy_lb_stable_servers": servers}, limit=EDGE1)
+    assert result.rc != 0
+    assert "haproxy -dW -c" in result.output or "failed to validate" in result.output, result.output[-3000:]
+    assert edge1.file(CONFIG).sha256sum == before, result.output[-3000:]
+    assert _haproxy_processes(edge1) == processes
+    assert httpx.get(f"{edge['endpoints']['haproxy_http']}/health", timeout=5).status_code == 200
