@@ -2,7 +2,7 @@
 # (README.md).  Everything else is here for day-to-day work.
 PY := .venv/bin/python
 
-.PHONY: bootstrap lab up converge lint test test-offline verify down bench bench-balancer load-test render
+.PHONY: bootstrap lab up converge lint test test-long test-offline verify down bench bench-balancer load-test render
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -23,9 +23,14 @@ lint: bootstrap
 	$(PY) -m yamllint --strict .
 	PATH="$(dir $(PY)):$$PATH" $(PY) -m ansiblelint
 
-## The whole test suite: linters, unit tests, Pulumi mocks, and the lab suites.
-test: lint lab
-	$(PY) -m pytest
+## The whole test suite: linters, then the tests that need no lab while the
+## lab is built and converged, then the lab suites (scripts/test.sh).  Long
+## scenarios run in a short form here; `make test-long` runs their full form.
+test: lint
+	@scripts/test.sh
+
+test-long: lint
+	@scripts/test.sh --long
 
 ## Only the tests that need no lab (linters, backend, Pulumi program, roles, benchmark smoke).
 test-offline: lint
