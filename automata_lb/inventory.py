@@ -7,7 +7,6 @@ inventory: the next converge of the playbook reports changed=0.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .targets import ROOT, TargetError
-from .yamlio import plain, round_trip
+from .yamlio import plain, round_trip, set_top_level
 
 PLAYBOOK = ROOT / "playbooks" / "edge.yml"
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -45,15 +44,11 @@ def read(inventory: Path, name: str, default: Any = None) -> Any:
 
 
 def write(inventory: Path, values: dict[str, Any]) -> None:
-    """Set top-level edge variables, keeping comments and layout."""
+    """Set top-level edge variables, keeping comments and layout: only each
+    variable's own lines change (yamlio.set_top_level)."""
     for name, value in values.items():
         path = var_file(inventory, name)
-        y = round_trip()
-        doc = y.load(path.read_text())
-        _assign(doc, name, value)
-        buffer = io.StringIO()
-        y.dump(doc, buffer)
-        path.write_text(buffer.getvalue())
+        path.write_text(set_top_level(path.read_text(), name, value, _assign))
 
 
 def _assign(container: Any, key: Any, value: Any) -> None:
@@ -63,9 +58,11 @@ def _assign(container: Any, key: Any, value: Any) -> None:
     if current == value:
         return
     if isinstance(current, CommentedMap) and isinstance(value, dict):
-        # A comment below a mapping belongs to its deepest last entry: keep it
-        # below the mapping whatever is added or removed.
-        trailing = _pop_trailing(current)
+        # ruamel hangs the comments below a mapping on its deepest last entry;
+        # they introduce what follows in the file, which yamlio.set_top_level
+        # keeps from the original text.  Dropped here, they cannot travel
+        # with an entry that moves or goes.
+        _pop_trailing(current)
         for k in [k for k in current if k not in value]:
             del current[k]
         for k, v in value.items():
@@ -73,24 +70,20 @@ def _assign(container: Any, key: Any, value: Any) -> None:
                 _assign(current, k, v)
             else:
                 current[k] = v
-        if trailing and len(current):
-            current.ca.items[list(current)[-1]] = trailing
     elif isinstance(current, CommentedSeq) and isinstance(value, list):
-        trailing = _pop_trailing(current)
+        _pop_trailing(current)
         flow = bool(current) and isinstance(current[0], CommentedMap) and current[0].fa.flow_style()
         kept = dict(enumerate(current))
         current.clear()
         for i, item in enumerate(value):
             current.append(kept[i] if i in kept and kept[i] == item else
                            _flow_map(item) if flow and isinstance(item, dict) else item)
-        if trailing and len(current):
-            current.ca.items[len(current) - 1] = trailing
     else:
         container[key] = value
 
 
 def _pop_trailing(node: Any) -> Any:
-    """Remove and return the comment that follows a mapping's or list's last entry."""
+    """Remove the comment that follows a mapping's or list's last entry."""
     if isinstance(node, CommentedMap) and len(node):
         last = list(node)[-1]
     elif isinstance(node, CommentedSeq) and len(node):
