@@ -173,10 +173,24 @@ def collect_status(target: Target) -> dict:
         entry["version"] = versions.get(name, "")
         entry["release"] = releases.get(name, "")
         entry.update(figures.get(name, {}))
+    floating = health.floating_addresses(nodes)
     healthy = all(n.get("reachable") and n["nginx"]["active"] and n["haproxy"]["active"] for n in nodes) \
-        and all(not any(st.startswith("DOWN") for st in s["states"].values()) for s in servers.values())
+        and all(not any(st.startswith("DOWN") for st in s["states"].values()) for s in servers.values()) \
+        and all(len(holders) == 1 for holders in floating.values())
     return {"target": target.name, "time": time.time(), "healthy": healthy, "prometheus": prometheus,
-            "edges": nodes, "servers": sorted(servers.values(), key=lambda s: s["server"])}
+            "edges": nodes, "floating_addresses": floating,
+            "servers": sorted(servers.values(), key=lambda s: s["server"])}
+
+
+def _vrrp_cell(keepalived: dict | None) -> str:
+    """keepalived's state and the addresses the node holds, or '-' without one."""
+    if not keepalived or not keepalived.get("addresses"):
+        return "-"
+    if not keepalived["active"]:
+        return "[red]stopped[/]"
+    state = keepalived.get("state") or "?"
+    colour = {"MASTER": "green", "BACKUP": "default"}.get(state, "red")
+    return f"[{colour}]{state}[/]" + "".join(f" {a}" for a in keepalived["holds"])
 
 
 def _lb_cell(lb: dict) -> str:
@@ -187,7 +201,7 @@ def _lb_cell(lb: dict) -> str:
 # Columns left out first when a table does not fit (output.table): the
 # figures Prometheus adds, then the ones `--json` and `metrics` also give.
 EDGE_COLUMNS = (Column("node"), Column("nginx · config · reloaded", wrap=True),
-                Column("haproxy · config · reloaded", wrap=True), Column("canary", drop=1))
+                Column("haproxy · config · reloaded", wrap=True), Column("vrrp"), Column("canary", drop=1))
 SERVER_COLUMNS = (Column("server"), Column("track", drop=4), Column("release"),
                   Column("state"), Column("weight", "right"), Column("sessions", "right", drop=5),
                   Column("req/s", "right", drop=3), Column("5xx", "right", drop=2), Column("p99", "right", drop=1))
@@ -197,10 +211,11 @@ def render_status(doc: dict, console: Console = out) -> Group:
     edge_rows = []
     for n in doc["edges"]:
         if not n.get("reachable"):
-            edge_rows.append([n["node"], "[red]unreachable[/]", n.get("error", ""), ""])
+            edge_rows.append([n["node"], "[red]unreachable[/]", n.get("error", ""), "", ""])
             continue
         share = n["haproxy"].get("canary_percent")
-        edge_rows.append([n["node"], _lb_cell(n["nginx"]), _lb_cell(n["haproxy"]), "-" if share is None else f"{share}%"])
+        edge_rows.append([n["node"], _lb_cell(n["nginx"]), _lb_cell(n["haproxy"]), _vrrp_cell(n.get("keepalived")),
+                          "-" if share is None else f"{share}%"])
     colour = {"UP": "green", "DRAIN": "yellow", "MAINT": "yellow", "MIXED": "yellow"}
     server_rows = []
     for s in doc["servers"]:
@@ -210,7 +225,10 @@ def render_status(doc: dict, console: Console = out) -> Group:
                             number(s.get("error_ratio"), scale=100, suffix="%"),
                             number(s.get("p99_s"), ".0f", scale=1000, suffix=" ms")])
     footer = ("metrics from " + doc["prometheus"]) if doc["prometheus"] else "no Prometheus: figures from the nodes only"
-    return Group(table(f"Edge nodes ({doc['target']})", EDGE_COLUMNS, edge_rows, console),
+    holders = [f"floating address {address}: " + (", ".join(nodes) if len(nodes) == 1 else
+                                                   f"[red]{len(nodes)} holders[/] {', '.join(nodes)}".rstrip())
+               for address, nodes in doc.get("floating_addresses", {}).items()]
+    return Group(table(f"Edge nodes ({doc['target']})", EDGE_COLUMNS, edge_rows, console), *holders,
                  table("Backend servers (HAProxy on every edge node)", SERVER_COLUMNS, server_rows, console),
                  f"[dim]{footer}; {datetime.now(UTC):%H:%M:%S} UTC[/]")
 
@@ -254,7 +272,7 @@ def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print the
     else:
         columns = (Column("component"), Column("endpoint"), Column("status"),
                    Column("ms", "right", drop=1), Column("ok"))
-        rows = [(c.component, c.endpoint, str(c.status or "no answer"), number(c.ms, ".0f"),
+        rows = [(c.component, c.endpoint, c.detail or str(c.status or "no answer"), number(c.ms, ".0f"),
                  "[green]yes[/]" if c.ok else "[red]NO[/]") for c in checks]
         show(out, table(f"Health ({target.name})", columns, rows, out))
     raise typer.Exit(OK if ok else FAILED)

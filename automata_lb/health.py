@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
+from . import edge
 from .prom import Prometheus
 from .targets import EdgeNode, Target
 
@@ -43,6 +44,8 @@ class Check:
     status: int
     ms: float
     expected: tuple[int, ...] = (200,)
+    # Shown instead of the status where it is not an HTTP code (VRRP state).
+    detail: str = ""
 
     @property
     def ok(self) -> bool:
@@ -70,6 +73,7 @@ def run(target: Target, haproxy_port: int = 8000, monitor_uri: str = "/lb-health
         for name, url, status, ms in _on_node(node, own):
             # The stats page must answer, and only to credentials: 401 is healthy.
             results.append(Check(name, url, status, ms, (401,) if name.endswith("stats page") else (200,)))
+    results += vrrp_checks(edge.probe_all(target))
     if target.edges:
         via = target.edges[0]
         checks = [(b.name, f"http://{b.address}:{b.port}{path}") for b in target.backends for path in BACKEND_PATHS]
@@ -81,3 +85,34 @@ def run(target: Target, haproxy_port: int = 8000, monitor_uri: str = "/lb-health
         results.append(Check("prometheus", f"{target.prometheus_url}/-/healthy", 200 if up else 0,
                              round((time.monotonic() - started) * 1000, 1)))
     return results
+
+
+def floating_addresses(probes: list[dict]) -> dict[str, list[str]]:
+    """{floating address: the nodes that hold it now}, from probe documents;
+    empty where no node runs keepalived."""
+    holders: dict[str, list[str]] = {}
+    for p in probes:
+        keepalived = p.get("keepalived") or {}
+        for address in keepalived.get("addresses", []):
+            holders.setdefault(address, [])
+        for address in keepalived.get("holds", []):
+            holders.setdefault(address, []).append(p["node"])
+    return holders
+
+
+def vrrp_checks(probes: list[dict]) -> list[Check]:
+    """keepalived on every node that has floating addresses (MASTER or
+    BACKUP is healthy), and each address held by exactly one node."""
+    checks = []
+    for p in probes:
+        keepalived = p.get("keepalived") or {}
+        if not keepalived.get("addresses"):
+            continue
+        state = keepalived.get("state") if keepalived.get("active") else "stopped"
+        checks.append(Check(f"{p['node']} keepalived", "VRRP " + ", ".join(keepalived["addresses"]),
+                            int(state in ("MASTER", "BACKUP")), 0.0, (1,), state or "no state"))
+    for address, nodes in floating_addresses(probes).items():
+        checks.append(Check(f"floating address {address}", "held by " + (", ".join(nodes) or "no node"),
+                            len(nodes), 0.0, (1,), f"{len(nodes)} holder" + ("" if len(nodes) == 1 else "s")))
+    return checks
+

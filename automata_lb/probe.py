@@ -1,6 +1,7 @@
 """Runs ON an edge node (python3 -, over SSH) and prints one JSON document:
 NGINX and HAProxy state, versions, config hashes, last reload, every
-HAProxy server with its state, weight and sessions, the canary share.
+HAProxy server with its state, weight and sessions, the canary share, and
+keepalived's VRRP state with the floating addresses the node holds.
 
 Standard library only: the node has the python3 Ansible uses and nothing else.
 Kept small and read-only; every change goes through edge.py's commands.
@@ -121,4 +122,27 @@ def haproxy():
     return state
 
 
-json.dump({"node": socket.gethostname(), "time": time.time(), "nginx": nginx(), "haproxy": haproxy()}, sys.stdout)
+def keepalived(config="/etc/keepalived/keepalived.conf", state_file="/run/keepalived/state"):
+    """keepalived's VRRP state (from the role's notify script) and which of
+    the floating addresses this node holds now."""
+    state = service("keepalived")
+    try:
+        with open(config) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    blocks = re.findall(r"virtual_ipaddress\s*\{([^}]*)\}", text)
+    addresses = [line.split()[0].split("/")[0] for block in blocks for line in block.splitlines() if line.split()]
+    try:
+        with open(state_file) as f:
+            published = dict(line.strip().split("=", 1) for line in f if "=" in line)
+    except OSError:
+        published = {}
+    held = set(re.findall(r"inet (\S+)/", run("ip", "-o", "-4", "addr", "show")))
+    return {"active": state["active"], "state": published.get("state"),
+            "since": float(published["since"]) if published.get("since") else None,
+            "addresses": addresses, "holds": [a for a in addresses if a in held]}
+
+
+json.dump({"node": socket.gethostname(), "time": time.time(), "nginx": nginx(), "haproxy": haproxy(),
+           "keepalived": keepalived()}, sys.stdout)

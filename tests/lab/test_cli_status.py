@@ -52,8 +52,23 @@ def test_status_reports_every_node_and_server_up(lab):
 def test_health_check_passes_on_a_healthy_lab(lab):
     rc, doc = cli_json("health-check")
     assert rc == 0, [c for c in doc["checks"] if not c["ok"]]
-    # /health, /healthz and /health/detailed of every backend, each edge's own, Prometheus.
-    assert len(doc["checks"]) == 3 * len(lab["backends"]) + 3 * len(lab["edges"]) + 1
+    # /health, /healthz and /health/detailed of every backend, each edge's own
+    # and its keepalived, the floating address, Prometheus.
+    assert len(doc["checks"]) == 3 * len(lab["backends"]) + 4 * len(lab["edges"]) + 1 + 1
+    (address,) = [c for c in doc["checks"] if c["component"].startswith("floating address")]
+    assert address["ok"] and address["endpoint"] in {f"held by {e['name']}" for e in lab["edges"]}, address
+
+
+def test_status_names_the_floating_address_holder_and_every_nodes_vrrp_state(lab):
+    rc, doc = cli_json("status")
+    assert rc == 0, doc
+    (vip,) = doc["floating_addresses"]
+    (holder,) = doc["floating_addresses"][vip]
+    states = {e["node"]: e["keepalived"]["state"] for e in doc["edges"]}
+    assert states == {e["name"]: "MASTER" if e["name"] == holder else "BACKUP" for e in lab["edges"]}
+    # The table names it too, whole, however narrow the terminal.
+    table = cli("status", timeout=120).stdout
+    assert f"floating address {vip}: {holder}" in table
 
 
 def test_metrics_reads_prometheus(lab):
