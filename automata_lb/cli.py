@@ -408,9 +408,9 @@ def _lab_change(command: str, desired_of: Callable[[LabState], LabState], dry_ru
     if dry_run or not plan:
         raise typer.Exit(OK)
     started = time.monotonic()
-    with out.status("working...") as status:
+    with out.status("working..."):
         try:
-            result = lab_ops.reconcile(target, desired, say=_say, on_task=lambda t: status.update(t[:70]))
+            lab_ops.reconcile(target, desired, say=_say)
         except TargetError as exc:
             err.print(f"automata-lb: {command} stopped: {exc}")
             history.record(target.name, command, before.as_dict(), lab_ops.current(target).as_dict(),
@@ -418,9 +418,8 @@ def _lab_change(command: str, desired_of: Callable[[LabState], LabState], dry_ru
             raise typer.Exit(FAILED) from None
     seconds = time.monotonic() - started
     history.record(target.name, command, before.as_dict(), desired.as_dict(), outcome="done",
-                   seconds=round(seconds, 1), converge_seconds=round(result.seconds, 1) if result else None,
-                   **details)
-    out.print(f"done in {seconds:.0f}s" + (f" (converge {result.seconds:.0f}s)" if result else ""))
+                   seconds=round(seconds, 1), **details)
+    out.print(f"done in {seconds:.0f}s")
 
 
 def _lab_plan(before: LabState, after: LabState) -> list[str]:
@@ -438,7 +437,7 @@ def _lab_plan(before: LabState, after: LabState) -> list[str]:
         lines.append(f"~ canary share {before.canary_share}% -> {after.canary_share}% on NGINX (checked, reloaded) "
                      "and HAProxy (runtime API), and in the inventory")
     if any(line[0] in "+-" for line in lines):
-        lines.append("  then: write the inventory and converge playbooks/edge.yml (validate, reload)")
+        lines.append("  then: write the inventory, and the load balancers' pools as a converge would (checked, reload)")
     return lines
 
 

@@ -2,11 +2,13 @@
 
 Reads go through probe.py (one SSH round trip per node, run in parallel);
 changes go through HAProxy's runtime API on each node.  Configuration
-changes are converges of playbooks/edge.yml, with two exceptions that
-node_edit.py makes on the nodes (checked, then reloaded):
-- the canary share, which a progressive rollout moves every few seconds,
-  written after the inventory says the same, so the next converge changes
-  nothing;
+changes are converges of playbooks/edge.yml, except three that
+node_edit.py makes on the nodes (checked, then reloaded), each after the
+inventory says the same, so the next converge changes nothing:
+- the backend instances: the configuration a converge would write,
+  rendered here by the roles (playbooks/render.yml) and installed where it
+  differs (apply_inventory);
+- the canary share, which a progressive rollout moves every few seconds;
 - NGINX servers marked down while their instance is replaced (HAProxy's are
   drained through its runtime API).
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -57,16 +61,17 @@ def runtime(node: EdgeNode, *commands: str) -> str:
     return out
 
 
-def _edit_all(target: Target, what: str, args: dict) -> dict[str, dict]:
-    """node_edit.py with `args` on every node at once; {node: its answer}.
-    Raises, naming each node that refused, after every node was tried."""
+def _edit_all(target: Target, what: str, args: dict, per_node: dict[str, dict] | None = None) -> dict[str, dict]:
+    """node_edit.py with `args` (and the node's own `per_node` entries) on
+    every node at once; {node: its answer}.  Raises, naming each node that
+    refused, after every node was tried."""
     args = {**args, "nginx_conf_dir": NGINX_CONF_DIR, "nginx_staging_dir": NGINX_STAGING_DIR,
             "haproxy_config": HAPROXY_CONFIG, "haproxy_socket": ADMIN_SOCKET}
-    script = f"ARGS = {json.dumps(args)}\n" + NODE_EDIT
 
     def one(node: EdgeNode) -> tuple[str, dict]:
+        script = f"ARGS = {json.dumps({**args, **(per_node or {}).get(node.name, {})})}\n" + NODE_EDIT
         try:
-            proc = node.run("python3", "-", stdin=script)
+            proc = node.run("python3", "-", stdin=script, timeout=60)
         except TargetError as exc:
             return node.name, {"error": str(exc)}
         lines = (proc.stdout or proc.stderr).strip().splitlines()
@@ -97,6 +102,30 @@ def set_nginx_servers(target: Target, *, down: list[str] = (), up: list[str] = (
     return _edit_all(target, f"NGINX servers down={list(down)} up={list(up)}",
                      {"op": "nginx_servers", "down": list(down), "up": list(up),
                       "nginx_upstreams_file": nginx_render.UPSTREAMS_FILE})
+
+
+def apply_inventory(target: Target, say: Callable[[str], None]) -> dict[str, dict]:
+    """What a converge would write for the load balancers, without a
+    converge: playbooks/render.yml renders every node's NGINX tree and
+    HAProxy configuration here from the inventory, and node_edit.py installs
+    on each node the files that differ, through `nginx -t` and `haproxy -c`,
+    then reloads.  The next converge finds them as it would write them.
+    {node: {"nginx": how, "haproxy": how}}."""
+    with tempfile.TemporaryDirectory(prefix="automata-lb-render-") as tmp:
+        directory = Path(tmp)
+        rendered = inventory.render(target.inventory, directory)
+        if rendered.rc != 0:
+            raise TargetError(f"rendering the configuration failed (rc={rendered.rc}); nothing was installed:\n"
+                              + rendered.output[-2000:])
+        say(f"rendered every node's NGINX and HAProxy configuration ({rendered.seconds:.0f}s)")
+        per_node = {}
+        for node in target.edges:
+            files = {}
+            for lb in ("nginx", "haproxy"):
+                root = directory / node.name / lb
+                files[lb] = {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+            per_node[node.name] = {"nginx_files": files["nginx"], "haproxy_files": files["haproxy"]}
+    return _edit_all(target, "installing the rendered configuration", {"op": "install"}, per_node)
 
 
 def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:

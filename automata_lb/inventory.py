@@ -7,6 +7,7 @@ inventory: the next converge of the playbook reports changed=0.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ from .targets import ROOT, TargetError
 from .yamlio import plain, round_trip, set_top_level
 
 PLAYBOOK = ROOT / "playbooks" / "edge.yml"
+RENDER_PLAYBOOK = ROOT / "playbooks" / "render.yml"
 _RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -115,8 +117,19 @@ class Converge:
 def converge(inventory: Path, on_line: Callable[[str], None] | None = None,
              extra_args: list[str] | None = None) -> Converge:
     """ansible-playbook -i INVENTORY playbooks/edge.yml, as an operator runs it."""
+    return run_playbook(inventory, PLAYBOOK, on_line, extra_args)
+
+
+def render(inventory: Path, directory: Path, on_line: Callable[[str], None] | None = None) -> Converge:
+    """playbooks/render.yml: what a converge would write on each edge node,
+    rendered on this machine into directory/<node>/{nginx,haproxy}/."""
+    return run_playbook(inventory, RENDER_PLAYBOOK, on_line, ["-e", json.dumps({"render_dir": str(directory)})])
+
+
+def run_playbook(inventory: Path, playbook: Path, on_line: Callable[[str], None] | None = None,
+                 extra_args: list[str] | None = None) -> Converge:
     ansible = Path(sys.executable).parent / "ansible-playbook"
-    argv = [str(ansible if ansible.exists() else "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK),
+    argv = [str(ansible if ansible.exists() else "ansible-playbook"), "-i", str(inventory), str(playbook),
             *(extra_args or [])]
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
            "ANSIBLE_FORCE_COLOR": "0"}

@@ -10,12 +10,15 @@ is reconciling back to the state a command recorded before it ran.
 Order, so that no request fails: new instances start and pass their health
 check first; an instance to replace is drained on HAProxy (at runtime)
 and marked down on NGINX (a checked file and a reload) before it stops, and
-one to remove leaves NGINX's pools with the converge before it stops; it
-stops with SIGTERM, so the backend finishes what it has and closes
-WebSockets cleanly.  Canary pools fall back to their stable backups.  A
-change of the backend lists is one inventory change followed by one
-converge; the canary share is written into the inventory and onto the nodes
-directly (edge.set_canary_share), without a converge.
+one to remove leaves both load balancers' pools before it stops; it stops
+with SIGTERM, so the backend finishes what it has and closes WebSockets
+cleanly.  Canary pools fall back to their stable backups.  A change of the
+backend lists is one inventory change, after which the load balancers get
+the configuration a converge would write (edge.apply_inventory: rendered
+here by the roles, installed through `nginx -t` and `haproxy -c`), without
+a converge; the canary share is written into the inventory and onto the
+nodes directly (edge.set_canary_share).  Either way the next converge
+changes nothing.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def _up_everywhere(target: Target, server: str) -> bool:
 def add_to_haproxy(target: Target, entry: dict, say: Say) -> None:
     """Give a new stable instance traffic at once through HAProxy's runtime API
     (dynamic servers, with health checks), in every backend where stable
-    servers serve; the converge that follows writes it into the config."""
+    servers serve; the configuration installed next (apply_inventory) names it."""
     name, peer = entry["name"], None
     for node in edge.probe_all(target):
         servers = node.get("haproxy", {}).get("servers", [])
@@ -156,7 +159,7 @@ def add_to_haproxy(target: Target, entry: dict, say: Say) -> None:
     if peer:
         say(f"{name} added to HAProxy at runtime; waiting for its health checks")
         _wait(lambda: _up_everywhere(target, name), 30, f"HAProxy did not see {name} UP")
-        say(f"{name} takes traffic on HAProxy (NGINX after the converge)")
+        say(f"{name} takes traffic on HAProxy (NGINX once its pools are written)")
 
 
 def _start(entry: dict, track: str, release: str | None, image: str, say: Say) -> None:
@@ -185,7 +188,7 @@ def _replace(target: Target, entry: dict, track: str, release: str, image: str, 
     say(f"{name} runs {release} and takes traffic again")
 
 
-def reconcile(target: Target, desired: LabState, say: Say, on_task: Say | None = None) -> inventory.Converge | None:
+def reconcile(target: Target, desired: LabState, say: Say) -> None:
     have = current(target)
     tracks = {b["name"]: "stable" for b in desired.backends} | {b["name"]: "canary" for b in desired.canary_backends}
     entries = {b["name"]: b for b in desired.backends + desired.canary_backends}
@@ -210,7 +213,6 @@ def reconcile(target: Target, desired: LabState, say: Say, on_task: Say | None =
             "runtime API on HAProxy; the inventory says the same)")
         LabCanary(target, say).set_weight(desired.canary_share)
 
-    result = None
     changes = {k: v for k, v in (("edge_backends", desired.backends),
                                  ("edge_canary_backends", desired.canary_backends))
                if v != {"edge_backends": have.backends, "edge_canary_backends": have.canary_backends}[k]}
@@ -219,16 +221,13 @@ def reconcile(target: Target, desired: LabState, say: Say, on_task: Say | None =
         inventory.write(target.inventory, changes)
         lab_monitoring.write_backend_targets(
             lab_stack.PROMETHEUS_DIR, [(n, entries[n]["address"], tracks[n]) for n in desired.names()])
-        say("converging playbooks/edge.yml (validate, then reload; never a restart)")
-        result = inventory.converge(target.inventory, on_line=on_task)
-        if result.rc != 0:
-            raise TargetError(f"converge failed (rc={result.rc}); the nodes keep their last valid config:\n"
-                              + result.output[-2000:])
+        say("the load balancers' pools, as a converge would write them (checked, then reloaded)")
+        for node, how in edge.apply_inventory(target, say).items():
+            say(f"{node}: HAProxy {how['haproxy']}; NGINX {how['nginx']}")
     for name in removed:
         say(f"stopping {name} (SIGTERM: in-flight requests finish, WebSockets close with 1001)")
         lab_stack.remove_backend(name)
         lab_stack.set_release(name, None)
-    return result
 
 
 class LabCanary:

@@ -11,6 +11,10 @@ library only.
     runtime API (no reload, effective for the next request), and the same
     number is written into haproxy.cfg after `haproxy -c` accepts the edited
     copy, so a later reload keeps it.
+- `install`: the configuration a converge would write (rendered on the
+  controller by playbooks/render.yml), when the backend instances change
+  between converges: NGINX's files that differ go through the staging tree
+  and `nginx -t`, HAProxy's through `haproxy -c`, then each reloads.
 - `nginx_servers`: servers marked `down` (or not) in NGINX's pools, before an
   instance stops and after it is back.  NGINX has no runtime API; left alone,
   it learns of a stopped instance from failed requests and then shuns it for
@@ -38,11 +42,11 @@ ARGS = globals().get("ARGS", {})
 SERVER_LINE = re.compile(r"^(\s*server\s+[^;#]*?)(\s+down)?;(\s+#\s*(\S+))\s*$", re.MULTILINE)
 
 
-def replace(path, text):
+def replace(path, text, mode=0o644):
     tmp = path + ".automata-lb"
     with open(tmp, "w") as f:
         f.write(text)
-    os.chmod(tmp, 0o644)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
 
 
@@ -148,5 +152,83 @@ def nginx_servers():
     return {"nginx": nginx_file(name, edited), "servers": sorted(found)}
 
 
+def install_nginx(files):
+    """The rendered tree `files` ({path under the conf dir: text}): the files
+    that differ from the live tree are staged, the staged tree as a whole
+    passes `nginx -t`, then they go live and NGINX reloads."""
+    conf, staging = ARGS["nginx_conf_dir"], ARGS["nginx_staging_dir"]
+    changed = [name for name, text in files.items() if not os.path.exists(os.path.join(conf, name))
+               or read(os.path.join(conf, name)) != text]
+    if not changed:
+        return "unchanged"
+    # The candidate is the live tree with the changed files: staging gets
+    # every rendered file and the live TLS files, whatever an earlier failed
+    # run left there, so what is checked is exactly what will run.
+    before = {}
+    live_tls = os.path.join(conf, "tls")
+    tls = {os.path.join("tls", n): read(os.path.join(live_tls, n)) for n in sorted(os.listdir(live_tls))} \
+        if os.path.isdir(live_tls) else {}
+    for name, text in {**files, **tls}.items():
+        staged = os.path.join(staging, name)
+        if not os.path.exists(staged) or read(staged) != text:
+            before[staged] = read(staged) if os.path.exists(staged) else None
+            replace(staged, text, 0o600 if name.startswith("tls") else 0o644)
+    check = subprocess.run(["/usr/sbin/nginx", "-t", "-q", "-c", os.path.join(staging, "nginx.conf")],
+                           capture_output=True, text=True)
+    if check.returncode != 0:
+        for staged, text in before.items():
+            if text is None:
+                os.unlink(staged)
+            else:
+                replace(staged, text)
+        refuse("nginx -t refused " + ", ".join(changed) + ": " + check.stderr.strip())
+    for name in changed:
+        replace(os.path.join(conf, name), files[name])
+    subprocess.run(["systemctl", "reload", "nginx"], check=True, capture_output=True)
+    return "reloaded: " + ", ".join(changed)
+
+
+def install_haproxy(files):
+    """haproxy.cfg and its rate-limit map as rendered: a map the node lacks is
+    written beside the others (named by its content), the configuration
+    passes `haproxy -c`, goes live and HAProxy reloads (hitless); the maps
+    and bundles it no longer names are removed, as a converge removes them."""
+    cfg = ARGS["haproxy_config"]
+    directory = os.path.dirname(cfg)
+    text = files["haproxy.cfg"]
+    if read(cfg) == text:
+        return "unchanged"
+    st = os.stat(cfg)
+    for name, content in files.items():
+        path = os.path.join(directory, name)
+        if name != "haproxy.cfg" and not os.path.exists(path):
+            replace(path, content)
+            os.chown(path, 0, st.st_gid)
+    candidate = cfg + ".automata-lb"
+    with open(candidate, "w") as f:
+        f.write(text)
+    # -dW as the role checks: a warning refuses the file too.
+    check = subprocess.run(["/usr/sbin/haproxy", "-dW", "-c", "-q", "-f", candidate], capture_output=True, text=True)
+    if check.returncode != 0:
+        os.unlink(candidate)
+        refuse("haproxy -c refused the rendered config: " + check.stderr.strip())
+    os.chown(candidate, st.st_uid, st.st_gid)
+    os.chmod(candidate, st.st_mode & 0o777)
+    os.replace(candidate, cfg)
+    subprocess.run(["systemctl", "reload", "haproxy"], check=True, capture_output=True)
+    for pattern, folder in ((r"rate_limits\.\w+\.map$", "maps"), (r"edge\.\w+\.pem$", "certs")):
+        for name in os.listdir(os.path.join(directory, folder)) if os.path.isdir(os.path.join(directory, folder)) else []:
+            path = os.path.join(directory, folder, name)
+            if re.match(pattern, name) and path not in text:
+                os.unlink(path)
+    return "reloaded"
+
+
+def install():
+    # HAProxy first: its servers are already in place through the runtime
+    # API, and a refused NGINX file must not hold it back.
+    return {"haproxy": install_haproxy(ARGS["haproxy_files"]), "nginx": install_nginx(ARGS["nginx_files"])}
+
+
 if __name__ == "__main__":
-    print(json.dumps({"share": share, "nginx_servers": nginx_servers}[ARGS["op"]]()))
+    print(json.dumps({"share": share, "nginx_servers": nginx_servers, "install": install}[ARGS["op"]]()))

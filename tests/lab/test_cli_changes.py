@@ -95,6 +95,7 @@ def changes(lab, edge, ca_cert):
         wait_until_settled(node(e["name"]), HAPROXY_BACKENDS)
     original = INVENTORY_DIR.joinpath("group_vars/edge/main.yml").read_text()
     steps: dict[str, tuple[int, str]] = {}
+    started: dict[str, float] = {}
     seen: dict[str, Counter] = {}
     ips = ClientIPs()
     nginx_load = LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), http_workers=2,
@@ -105,12 +106,13 @@ def changes(lab, edge, ca_cert):
         with nginx_load, haproxy_load, WebSocketWatch(edge["endpoints"]["nginx_https"], ca_cert, ips) as sockets, \
                 httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=10) as haproxy:
             for name, args in SEQUENCE:
+                started[name] = time.time()
                 proc = cli(*args, timeout=600)
                 steps[name] = (proc.returncode, proc.stdout + proc.stderr)
                 if proc.returncode != 0:
                     break
                 seen[name] = _instances(haproxy, ips, 60)
-        yield steps, seen, nginx_load.report, haproxy_load.report, sockets
+        yield steps, seen, nginx_load.report, haproxy_load.report, sockets, started
     finally:
         if INVENTORY_DIR.joinpath("group_vars/edge/main.yml").read_text() != original:
             cli("rollback", timeout=600)
@@ -128,6 +130,18 @@ def test_scale_up_puts_the_new_instance_in_rotation(changes):
     assert "backend-4" not in seen["scale-down"]
 
 
+def test_scale_up_reaches_both_load_balancers_before_the_command_returns(changes):
+    _, _, nginx, haproxy, _, started = changes
+    start, end = started["scale-up"], started["canary-deploy"]
+    # A figure for the record (docs/operations-scaling.md), not a bound: when
+    # each load balancer first answered from the new instance.
+    firsts = {lb: min((o.at for o in report.outcomes if o.instance == "backend-4"), default=None)
+              for lb, report in (("haproxy", haproxy), ("nginx", nginx))}
+    print(f"\nscale-up 1: the command took {end - start:.1f}s; backend-4 answered through "
+          + ", ".join(f"{lb} after {first - start:.1f}s" if first else f"{lb} never" for lb, first in firsts.items()))
+    assert all(first is not None and first < end for first in firsts.values()), firsts
+
+
 def test_releases_are_what_each_step_asked(lab, changes):
     steps, *_ = changes
     assert "canary-1: drain, replace canary -> v2" in steps["canary-deploy"][1]
@@ -138,14 +152,14 @@ def test_releases_are_what_each_step_asked(lab, changes):
 
 
 def test_no_request_failed_on_either_load_balancer(changes):
-    _, _, nginx, haproxy, _ = changes
+    _, _, nginx, haproxy, *_ = changes
     assert nginx.requests > 100 and haproxy.requests > 100
     assert haproxy.failures == []
     assert nginx.failures == []
 
 
 def test_websockets_on_replaced_instances_closed_cleanly(changes):
-    *_, sockets = changes
+    *_, sockets, _ = changes
     assert sockets.echoes > 0
     assert all(code == 1001 for _, code in sockets.ended), sockets.ended
 
