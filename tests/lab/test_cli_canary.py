@@ -1,7 +1,7 @@
 """The progressive canary on the lab, run as an operator runs it (the console
 script), under a steady load through both load balancers of edge-1.
 
-- healthy: steps 10 -> 50 -> 100, killed (SIGKILL) during the 50% step,
+- healthy: steps 10 -> 25 -> 100, killed (SIGKILL) during the 25% step,
   `canary-status` tells the truth, `--resume` finishes and promotes; at every
   step the share each load balancer sent to the canary matches the weight;
   no request fails;
@@ -34,7 +34,12 @@ from automata_lb import canary, lab_ops, targets
 HAPROXY_BACKENDS = ["api", "auth", "websocket", "ai"]
 VARS = INVENTORY.parent / "group_vars" / "edge" / "main.yml"
 INTERVAL = 15
-STEPS = [10, 50, 100]
+# The lab's canary is one instance beside three stable ones: at 25% it takes
+# what each stable instance takes, so the latency check compares like with
+# like.  At 50% it would serve three times a stable instance's share, and on
+# a busy two-core machine its p99 then honestly exceeds 1.5 x stable's.
+STEPS = [10, 25, 100]
+MIDDLE = STEPS[1]
 # Binomial spread of the measured share over a step's few hundred requests is
 # 2-3 points; 10 points is over three standard deviations.
 SHARE_TOLERANCE = 10
@@ -102,7 +107,7 @@ def healthy(lab, edge, ca_cert):
     nginx_load, haproxy_load = _loads(edge, ca_cert)
     with restored(lab), nginx_load, haproxy_load:
         first = _start("v2", "--steps", ",".join(map(str, STEPS)), "--interval", f"{INTERVAL}s")
-        wait_until(lambda: ((r := _rollout()) and r.phase == "stepping" and r.weight == 50) or first.poll() is not None,
+        wait_until(lambda: ((r := _rollout()) and r.phase == "stepping" and r.weight == MIDDLE) or first.poll() is not None,
                  240)
         first.kill()  # SIGKILL: no handler runs, the record stays as the last transition wrote it
         first.wait(10)
@@ -124,17 +129,17 @@ def test_an_interrupted_rollout_is_explained_by_canary_status(healthy):
     rc, doc = healthy["status"]
     assert rc == 0
     assert doc["running_pid"] is None
-    assert "interrupted while stepping at step 2 of 3 (50%)" in doc["summary"], doc["summary"]
-    # The truth from the nodes: every load balancer of every node still sends 50%.
+    assert f"interrupted while stepping at step 2 of 3 ({MIDDLE}%)" in doc["summary"], doc["summary"]
+    # The truth from the nodes: every load balancer of every node still sends the middle step's weight.
     weights = _weights(doc)
-    assert len(weights) == 4 and set(weights.values()) == {50}, weights
+    assert len(weights) == 4 and set(weights.values()) == {MIDDLE}, weights
 
 
 def test_resume_finishes_the_rollout_and_promotes(healthy):
     resumed, rollout = healthy["resumed"], healthy["rollout"]
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert rollout.phase == "promoted" and rollout.weight == 0
-    assert [e["weight"] for e in rollout.events if e["what"] == "passed"][-2:] == [50, 100]
+    assert [e["weight"] for e in rollout.events if e["what"] == "passed"][-2:] == [MIDDLE, 100]
     # Every stable instance answers as v2 now, and the canary takes nothing.
     assert {version for _, version in healthy["serving"]} == {"v2"}, healthy["serving"]
     assert {instance for instance, _ in healthy["serving"]} == {"backend-1", "backend-2", "backend-3"}
