@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Install everything the package needs on a Debian 12 machine, as root:
-# the apt packages (Podman for the lab, NGINX/HAProxy/wrk for the benchmark)
-# and the pinned Python dependencies in .venv. Safe to run again: it only
-# does work when something is missing or pyproject.toml changed.
+# Install everything the package needs on a Debian 12 machine: the apt
+# packages (Podman for the lab, NGINX/HAProxy/wrk for the benchmark) and the
+# pinned Python dependencies in .venv.  Safe to run again: it only does work
+# when something is missing or pyproject.toml changed.  The first run needs
+# root (apt); after it, any user who owns the checkout can run it again, as
+# `make lint` and `make test-offline` do, and it changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The system interpreter, not whichever python3 comes first on PATH: a
+# venv's python is a link to its base interpreter, and one under root's home
+# (pyenv, say) would leave .venv unusable for every other user.
+VENV_BASE=/usr/bin/python3
+as_root=0
+((EUID == 0)) && as_root=1
 
 APT_PACKAGES=(
   podman runc debootstrap            # the lab: containers built offline
@@ -20,6 +29,10 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+if ((${#missing[@]})) && ((!as_root)); then
+  echo "bootstrap: missing apt packages: ${missing[*]}; run \`sudo scripts/bootstrap.sh\` once" >&2
+  exit 1
+fi
 if ((${#missing[@]})); then
   echo "bootstrap: apt-get install ${missing[*]}"
   # The host only runs NGINX/HAProxy for benchmarks: keep the packages from
@@ -48,7 +61,14 @@ fi
 # scripts (an upgrade neither enables nor starts it), and a mask would stop
 # an operator who really wants one here with a less obvious error.
 HOST_ONLY_TOOLS=(nginx haproxy prometheus keepalived mtail)
-if [[ -d /run/systemd/system ]]; then
+if ((!as_root)); then
+  # Only root can disable a unit: say so rather than fail a lint run.
+  for service in "${HOST_ONLY_TOOLS[@]}"; do
+    if [[ "$(systemctl --root=/ is-enabled "$service.service" 2>/dev/null)" == enabled ]]; then
+      echo "bootstrap: $service.service is enabled on this host; \`sudo scripts/bootstrap.sh\` disables it" >&2
+    fi
+  done
+elif [[ -d /run/systemd/system ]]; then
   # systemd runs this machine: disable and stop in one go (the benchmark's
   # own processes are not these units and are left alone).
   for service in "${HOST_ONLY_TOOLS[@]}"; do
@@ -70,10 +90,20 @@ else
   done
 fi
 
+# A .venv made from another interpreter (an earlier bootstrap used the
+# first python3 on PATH) is made again from the system one.
+if [[ -e .venv/pyvenv.cfg ]] && ! grep -qx "home = $(dirname "$VENV_BASE")" .venv/pyvenv.cfg; then
+  echo "bootstrap: .venv was made from another interpreter; making it again from $VENV_BASE"
+  if [[ ! -w .venv ]]; then
+    echo "bootstrap: .venv belongs to $(stat -c %U .venv); run \`sudo scripts/bootstrap.sh\` once" >&2
+    exit 1
+  fi
+  rm -rf .venv
+fi
 stamp=".venv/.pyproject-$(sha256sum pyproject.toml | cut -c1-16)"
 if [[ ! -e "$stamp" ]]; then
   echo "bootstrap: installing the pinned Python dependencies into .venv"
-  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  [[ -x .venv/bin/python ]] || "$VENV_BASE" -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
   .venv/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
   rm -f .venv/.pyproject-*

@@ -48,6 +48,7 @@ def test_the_capacity_client_holds_and_reuses_its_connections(backend):
     assert result.held == 50
 
 
+@pytest.mark.as_root
 @pytest.mark.parametrize("lb", ["nginx", "haproxy"])
 def test_the_roles_render_configs_that_start_and_proxy(lb, backend, tmp_path):
     # The "ours" columns are rendered by the roles: a role change that the

@@ -81,6 +81,31 @@ def run_playbook(extra_vars: dict | None = None, *, limit: str | None = None,
     return ConvergeResult(run.rc, run.output, changed, failed, run.changed_tasks, run.handlers)
 
 
+def put_back_the_inventorys_configs() -> dict[str, dict]:
+    """Every node's NGINX and HAProxy configuration as the lab inventory
+    renders it, installed where it differs (checked, then reloaded), without
+    a converge: what `automata-lb` does after a change.  {node: {lb: how}},
+    how being "unchanged" where the node already ran it."""
+    from automata_lb import edge, targets
+    return edge.apply_inventory(targets.lab(), lambda _: None)
+
+
+def disagreements_with_the_inventory(long_form: bool) -> list[str]:
+    """What the nodes run that the lab inventory does not say, after changes
+    made without a converge; [] when they agree.  Full form (make
+    test-long): a converge, which must change nothing.  Short form: the
+    roles' own templates render every node's NGINX and HAProxy files from
+    the inventory (playbooks/render.yml) and each node must already run
+    them, which is what that converge compares for the load balancers."""
+    if long_form:
+        result = run_playbook()
+        if result.rc != 0:
+            return [f"the converge failed: {result.output[-3000:]}"]
+        return [f"{host}: {n} changed: {result.changed_tasks.get(host)}" for host, n in result.changed.items() if n]
+    return [f"{name}: {lb} {how}" for name, answer in put_back_the_inventorys_configs().items()
+            for lb, how in answer.items() if how != "unchanged"]
+
+
 LAB_GROUP_VARS = ROOT / "inventories" / "lab" / "group_vars" / "edge" / "main.yml"
 
 

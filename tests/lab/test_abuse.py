@@ -324,6 +324,15 @@ def test_a_well_behaved_client_is_served_throughout(campaign):
     assert campaign.failures == []
 
 
-def test_a_well_behaved_clients_p99_stays_within_twice_its_own(campaign):
+# Starvation (a slow client holding the worker or the connection slot a good
+# client needs) shows as waits of the header timeout's order: seconds.  The
+# attackers run on the same two cores as the load balancer, so part of any
+# rise is CPU the load balancer never had; a few tens of milliseconds of it
+# on a busy machine is that, not starvation.
+STARVATION_ALLOWANCE = 0.1
+
+
+def test_a_well_behaved_clients_p99_stays_near_its_own(campaign):
     base, during = percentile(campaign.baseline, 99), percentile(campaign.during, 99)
-    assert during <= 2 * base, f"p99 {during * 1000:.1f} ms under abuse, {base * 1000:.1f} ms without"
+    bound = max(2 * base, base + STARVATION_ALLOWANCE)
+    assert during <= bound, f"p99 {during * 1000:.1f} ms under abuse, {base * 1000:.1f} ms without"

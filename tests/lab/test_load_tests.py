@@ -10,7 +10,7 @@ are not asserted here (tests make no wall-clock claims); what the lab holds
 is measured by the load tests themselves (docs/load-tests.md).
 
 The clean scenario runs go in parallel (light loads, seconds each) so the
-file stays near a minute and a quarter; LOAD_TESTS_FULL=1 runs the full drill
+file stays near a minute and a quarter; `make test-long` runs the full drill
 (adds a graceful drain and a second return, ~30 s more).  Where HAProxy does
 not resolve clients from the trusted X-Forwarded-For, its runs other than
 the API one are skipped, saying so.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import subprocess
 import sys
@@ -36,7 +35,6 @@ from labkit import ROOT, ClientIPs, node
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
-FULL = os.environ.get("LOAD_TESTS_FULL") == "1"
 RUN_TIME = "8s"
 # Users per short run.  Where a balancer keys affinity on the client (NGINX
 # ip_hash on the client's /24, HAProxy's sticky WebSockets; each simulated
@@ -246,10 +244,10 @@ def _canary_percent(host) -> int:
     return int(re.search(r"value=<(\d+)>", out).group(1))
 
 
-def test_fault_drill_stays_within_its_bounds_and_restores_the_lab(reports, clean_runs, settled, lab):
+def test_fault_drill_stays_within_its_bounds_and_restores_the_lab(reports, clean_runs, settled, lab, long_form):
     edges = [node(e["name"]) for e in lab["edges"]]
     canary_before = [_canary_percent(h) for h in edges]
-    args = ["--drill", "full" if FULL else "quick", "--target", "nginx,haproxy", "--victim", VICTIM,
+    args = ["--drill", "full" if long_form else "quick", "--target", "nginx,haproxy", "--victim", VICTIM,
             "--users", "30", "--spawn-rate", "30"]
     run = load_test(reports, "drill", *args, timeout=600)
     drill_json = run.dir / "drill.json"

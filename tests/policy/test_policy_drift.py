@@ -18,6 +18,8 @@ from policy_render import local_configs, mesh_objects
 
 from traffic import drift, haproxy, istio, model
 
+pytestmark = pytest.mark.as_root
+
 # One edit each: a value every tier renders, and one only the edge can.
 TIMEOUT_CHANGE = {"classes": {"api": {"timeouts": {"response": "30s"}}}}
 RATE_CHANGE = {"classes": {"api": {"rate": {"per_second": 20}}}}

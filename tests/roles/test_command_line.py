@@ -165,6 +165,7 @@ def test_kernel_tuning_uses_command_line_values_as_declared(accepted):
     assert not [key for key in wanted if sysctl.kernel_tuning_is_global(key, typed["global_prefixes"])]
 
 
+@pytest.mark.as_root
 def test_nginx_lb_uses_command_line_values_as_declared(accepted, tmp_path, tls):
     typed = accepted.typed["nginx_lb"]
     assert type(typed["worker_connections"]) is int and typed["worker_connections"] == 2048
@@ -185,6 +186,7 @@ def test_nginx_lb_uses_command_line_values_as_declared(accepted, tmp_path, tls):
     assert not _directives(tree, "ssl_certificate")
 
 
+@pytest.mark.as_root
 def test_haproxy_lb_uses_command_line_values_as_declared(accepted, tmp_path, tls):
     typed = accepted.typed["haproxy_lb"]
     assert type(typed["nbthread"]) is int and typed["nbthread"] == 2
@@ -227,6 +229,7 @@ def test_edge_exporters_use_command_line_values_as_declared(accepted):
     assert "buckets 0.1, 0.5, 1.0\n" in program.read_text()
 
 
+@pytest.mark.as_root
 def test_edge_vip_uses_command_line_values_as_declared(accepted, tmp_path):
     typed = accepted.typed["edge_vip"]
     assert type(typed["virtual_router_id"]) is int and typed["virtual_router_id"] == 77

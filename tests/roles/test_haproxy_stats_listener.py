@@ -19,7 +19,8 @@ from bench import render
 from bench.servers import Server, haproxy_argv
 from tests.kit import free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs the haproxy binary (Debian package haproxy)")
+pytestmark = [pytest.mark.skipif(shutil.which("haproxy") is None, reason="needs the haproxy binary (Debian package haproxy)"),
+              pytest.mark.as_root]
 
 MONITORING = "127.0.0.2"
 STRANGER = "127.0.0.1"

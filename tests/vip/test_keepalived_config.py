@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vipkit import render, vip_vars
 
+pytestmark = pytest.mark.as_root
+
 
 class _LoadBalancer(BaseHTTPRequestHandler):
     """Answers each path with the status the test set for it; "hang" never
