@@ -1,7 +1,8 @@
 """Progressive canary: shift the canary's weight in steps, judge each step
 on Prometheus (monitoring/canary_analysis.py), promote or roll back.
 
-The rollout is a record on disk (.automata-lb/rollouts/<target>.json),
+The rollout is a record on disk, kept with its target (rollout.json,
+targets.record_file),
 written at every transition, so a rollout that is interrupted (Ctrl-C, a
 killed terminal, a lost SSH session) leaves a state `canary-status` can
 explain and `canary-deploy --resume` or `canary-abort` can finish.  Every
@@ -24,7 +25,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -36,9 +36,8 @@ from typing import Protocol
 from monitoring.canary_analysis import Analysis, Result, evaluate
 
 from .prom import PrometheusError
-from .targets import ROOT, TargetError
+from .targets import TargetError, record_file
 
-DIR = ROOT / ".automata-lb" / "rollouts"
 RUNNING = ("deploying", "stepping", "promoting", "rolling-back")
 FINISHED = ("promoted", "rolled-back")
 Say = Callable[[str], None]
@@ -83,12 +82,12 @@ class Rollout:
                             **details})
 
 
-def _name(target: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("_")
-
-
 def path(target: str) -> Path:
-    return DIR / f"{_name(target)}.json"
+    return record_file(target, "rollout", "json")
+
+
+def _lock_path(target: str) -> Path:
+    return record_file(target, "rollout", "lock")
 
 
 def load(target: str) -> Rollout | None:
@@ -107,7 +106,7 @@ def save(rollout: Rollout) -> None:
 
 def holder(target: str) -> int | None:
     """The pid of the process running a rollout on `target`, if one does."""
-    lock_path = DIR / f"{_name(target)}.lock"
+    lock_path = _lock_path(target)
     if not lock_path.exists():
         return None
     with lock_path.open("a+") as f:
@@ -123,8 +122,9 @@ def holder(target: str) -> int | None:
 
 @contextmanager
 def lock(target: str) -> Iterator[None]:
-    DIR.mkdir(parents=True, exist_ok=True)
-    with (DIR / f"{_name(target)}.lock").open("a+") as f:
+    lock_path = _lock_path(target)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -1,25 +1,23 @@
 """What the CLI changed, when, and what it was before: the record `rollback`
 restores from and `status` shows.
 
-One JSON line per change in .automata-lb/history/<target>.jsonl under the
-checkout (git-ignored), so it travels with neither the lab (which `make
-down` deletes) nor a shared inventory.
+One JSON line per change, in the target's history.jsonl, kept with the
+target (targets.record_file): the lab's under .lab/, an inventory's beside
+it, so every operator of an inventory reads and rolls back the same
+changes.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
-from .targets import ROOT
-
-DIR = ROOT / ".automata-lb" / "history"
+from .targets import record_file
 
 
 def _path(target: str) -> Path:
-    return DIR / (re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("_") + ".jsonl")
+    return record_file(target, "history", "jsonl")
 
 
 def record(target: str, command: str, before: dict, after: dict, **details) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -20,8 +21,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAB_JSON = ROOT / ".lab" / "lab.json"
 LAB_RELEASES = ROOT / ".lab" / "releases.json"
-LAB_INVENTORY = ROOT / "inventories" / "lab"
+LAB_INVENTORY = ROOT / ".lab" / "inventory"  # the running lab's copy of inventories/lab (lab/stack.py)
+LAB_RECORDS = ROOT / ".lab" / "automata-lb"
+CHECKOUT_RECORDS = ROOT / ".automata-lb"
 STACKS = ("dev", "staging", "prod")
+
+
+def record_file(target: str, kind: str, suffix: str) -> Path:
+    """Where the CLI keeps a target's records of one kind (its change history,
+    its progressive rollout): with the target, so every operator of it reads
+    the same ones.
+    - the lab: under .lab/, gone with the lab at `make down`;
+    - an inventory: beside it, in <inventory folder>/.automata-lb/ (Ansible
+      reads no hidden entry of an inventory folder), shared wherever the
+      inventory is, whatever path an operator names it by;
+    - a stack (`stack-<name>`): under the checkout's .automata-lb/."""
+    if target == "lab":
+        return LAB_RECORDS / f"{kind}.{suffix}"
+    if target.startswith("stack-"):
+        return CHECKOUT_RECORDS / kind / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', target).strip('_')}.{suffix}"
+    path = Path(target)
+    folder = path if path.is_dir() else path.parent
+    return folder / ".automata-lb" / f"{kind}.{suffix}"
 
 
 class TargetError(RuntimeError):

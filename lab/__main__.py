@@ -17,6 +17,9 @@ def _run(cmd: list[str]) -> int:
 
 
 def converge(extra: list[str]) -> int:
+    if not stack.INVENTORY.exists():
+        print(f"lab: {stack.INVENTORY.relative_to(stack.ROOT)} is missing: the lab is not up (`make lab`)", file=sys.stderr)
+        return 1
     started = time.monotonic()
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     rc = _run([ansible, "-i", str(stack.INVENTORY), "playbooks/edge.yml", *extra])

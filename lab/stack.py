@@ -25,7 +25,13 @@ from .podman import exists, inspect, podman
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".lab"
 LAB_JSON = STATE / "lab.json"
-INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+# What a new lab starts from (tracked) and the running lab's own inventory,
+# which the operations CLI edits as it scales and moves the canary: the
+# lab's state lives with the lab and goes with `make down`, never in a
+# tracked file.
+SEED_INVENTORY = ROOT / "inventories" / "lab"
+INVENTORY_DIR = STATE / "inventory"
+INVENTORY = INVENTORY_DIR / "hosts.yml"
 SSH_KEY = STATE / "ssh" / "id_ed25519"
 PKI = STATE / "pki"
 SECRETS = STATE / "secrets"
@@ -302,8 +308,18 @@ def describe() -> dict:
     }
 
 
+def _ensure_inventory() -> None:
+    """The running lab's inventory: a copy of inventories/lab, made once per
+    lab, so what the CLI changed survives `make lab` run again."""
+    if INVENTORY.exists():
+        return
+    shutil.copytree(SEED_INVENTORY, INVENTORY_DIR, dirs_exist_ok=True)
+    _log(f"inventory: {INVENTORY_DIR} (from {SEED_INVENTORY.relative_to(ROOT)})")
+
+
 def up() -> dict:
     started = time.monotonic()
+    _ensure_inventory()
     _ensure_secrets()
     images.ensure_base()
     node_image = images.ensure_node()

@@ -11,6 +11,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
+# The suites must leave the checkout as they found it (the lab's state lives
+# under .lab/, scratch files in temporary folders): compare git's view.
+tree_before=$(git status --porcelain 2>/dev/null)
+
 offline_log=$(mktemp -t automata-offline-tests.XXXXXX)
 trap 'rm -f "$offline_log"' EXIT
 
@@ -36,5 +40,11 @@ wait "$offline_pid"
 offline_rc=$?
 echo "::: offline tests (rc=$offline_rc)"
 cat "$offline_log"
-echo "test: done after $((SECONDS - start))s (offline rc=$offline_rc, lab rc=$lab_tests_rc)"
-((offline_rc == 0 && lab_tests_rc == 0))
+tree_rc=0
+if [[ "$(git status --porcelain 2>/dev/null)" != "$tree_before" ]]; then
+  echo "test: the suites changed the checkout (git status --porcelain, before and after):"
+  diff <(echo "$tree_before") <(git status --porcelain) | sed 's/^/  /'
+  tree_rc=1
+fi
+echo "test: done after $((SECONDS - start))s (offline rc=$offline_rc, lab rc=$lab_tests_rc, checkout rc=$tree_rc)"
+((offline_rc == 0 && lab_tests_rc == 0 && tree_rc == 0))

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from automata_lb import canary, cli
 from automata_lb import stack as stack_ops
 from automata_lb.prom import PrometheusError
+from automata_lb.targets import ROOT
 from infra import offline
 from monitoring import canary_analysis as ca
 
@@ -130,7 +131,7 @@ class Prom:
 
 @pytest.fixture
 def rollouts(tmp_path, monkeypatch):
-    monkeypatch.setattr(canary, "DIR", tmp_path / "rollouts")
+    monkeypatch.setattr("automata_lb.targets.LAB_RECORDS", tmp_path / "records")
     return tmp_path
 
 
@@ -207,6 +208,7 @@ def test_the_cli_refuses_a_second_rollout_and_resumes_nothing_finished(rollouts,
     lab_json = tmp_path / "lab.json"
     lab_json.write_text('{"edges": [], "backends": []}')
     monkeypatch.setattr("automata_lb.targets.LAB_JSON", lab_json)
+    monkeypatch.setattr("automata_lb.targets.LAB_INVENTORY", ROOT / "inventories" / "lab")
     monkeypatch.setattr("automata_lb.lab_ops.current", lambda target: cli.LabState(
         [{"name": "backend-1"}], [{"name": "canary-1"}], {}, 10))
     canary.save(canary.Rollout("lab", "v2", [10, 50], 30.0, ANALYSIS.as_dict(), {}, phase="stepping"))

@@ -9,7 +9,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from automata_lb import cli, history
+from automata_lb import cli
 from automata_lb import stack as stack_ops
 from infra import offline
 
@@ -23,7 +23,7 @@ def stacks(tmp_path, monkeypatch):
     shutil.copytree(offline.stack_dir(), copy)
     monkeypatch.setattr(offline, "stack_dir", lambda: copy)
     monkeypatch.setattr(stack_ops, "stack_file", lambda stack: copy / f"Pulumi.{stack}.yaml")
-    monkeypatch.setattr(history, "DIR", tmp_path / "history")
+    monkeypatch.setattr("automata_lb.targets.CHECKOUT_RECORDS", tmp_path / "records")
     return copy
 
 

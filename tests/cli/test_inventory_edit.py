@@ -8,15 +8,16 @@ import shutil
 import pytest
 
 from automata_lb import inventory as inv
-from automata_lb.targets import LAB_INVENTORY, ROOT
+from automata_lb.targets import ROOT
 
 GROUP_VARS = "group_vars/edge/main.yml"
+LAB_SEED = ROOT / "inventories" / "lab"
 PROD_INVENTORY = ROOT / "inventories" / "prod"
 
 
 @pytest.fixture
 def copy(tmp_path):
-    shutil.copytree(LAB_INVENTORY, tmp_path / "lab")
+    shutil.copytree(LAB_SEED, tmp_path / "lab")
     return tmp_path / "lab"
 
 

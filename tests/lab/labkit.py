@@ -39,7 +39,7 @@ __all__ = ["wait_until"]  # re-exported: lab tests import every helper from here
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_JSON = ROOT / ".lab" / "lab.json"
-INVENTORY = ROOT / "inventories" / "lab" / "hosts.yml"
+INVENTORY = ROOT / ".lab" / "inventory" / "hosts.yml"  # the running lab's own copy of inventories/lab
 PLAYBOOK = ROOT / "playbooks" / "edge.yml"
 
 # testinfra's ansible backend calls `ansible-inventory` and `ansible` from
@@ -106,7 +106,7 @@ def disagreements_with_the_inventory(long_form: bool) -> list[str]:
             for lb, how in answer.items() if how != "unchanged"]
 
 
-LAB_GROUP_VARS = ROOT / "inventories" / "lab" / "group_vars" / "edge" / "main.yml"
+LAB_GROUP_VARS = INVENTORY.parent / "group_vars" / "edge" / "main.yml"
 
 
 def lab_policy_overrides() -> dict:

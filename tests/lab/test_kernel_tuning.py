@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labkit import EDGE_HOSTS, ROOT
+from labkit import EDGE_HOSTS, LAB_GROUP_VARS, ROOT
 from lab.stack import read_host_sysctls
 
 testinfra_hosts = [EDGE_HOSTS]
@@ -18,7 +18,7 @@ GLOBAL_PREFIXES = tuple(DEFAULTS["kernel_tuning_global_prefixes"])
 NAMESPACED = {k: v for k, v in DEFAULTS["kernel_tuning_sysctl_base"].items()
               if not k.startswith(GLOBAL_PREFIXES)}
 LAB_NOFILE = yaml.safe_load(
-    (ROOT / "inventories/lab/group_vars/edge/main.yml").read_text())["kernel_tuning_nofile"]
+    LAB_GROUP_VARS.read_text())["kernel_tuning_nofile"]
 
 
 def _words(value) -> list[str]:

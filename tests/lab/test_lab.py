@@ -7,14 +7,14 @@ import subprocess
 import httpx
 import yaml
 
-from labkit import INVENTORY, ROOT
+from labkit import INVENTORY, LAB_GROUP_VARS
 
 
 def test_inventory_matches_the_lab_description(lab):
     hosts = yaml.safe_load(INVENTORY.read_text())["all"]["children"]["edge"]["hosts"]
     assert {name: h["ansible_host"] for name, h in hosts.items()} == \
         {e["name"]: e["address"] for e in lab["edges"]}
-    group_vars = yaml.safe_load((ROOT / "inventories/lab/group_vars/edge/main.yml").read_text())
+    group_vars = yaml.safe_load(LAB_GROUP_VARS.read_text())
     listed = group_vars["edge_backends"] + group_vars["edge_canary_backends"]
     assert {b["name"]: b["address"] for b in listed} == \
         {b["name"]: b["address"] for b in lab["backends"]}
