@@ -7,25 +7,18 @@ inventory: the next converge of the playbook reports changed=0.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+from . import playbook
 from .targets import ROOT, TargetError
 from .yamlio import plain, round_trip, set_top_level
 
-PLAYBOOK = ROOT / "playbooks" / "edge.yml"
 RENDER_PLAYBOOK = ROOT / "playbooks" / "render.yml"
-_RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
 def var_file(inventory: Path, name: str) -> Path:
@@ -106,41 +99,7 @@ def _flow_map(item: dict) -> CommentedMap:
     return m
 
 
-@dataclass(frozen=True)
-class Converge:
-    rc: int
-    changed: dict[str, int]
-    seconds: float
-    output: str
-
-
-def converge(inventory: Path, on_line: Callable[[str], None] | None = None,
-             extra_args: list[str] | None = None) -> Converge:
-    """ansible-playbook -i INVENTORY playbooks/edge.yml, as an operator runs it."""
-    return run_playbook(inventory, PLAYBOOK, on_line, extra_args)
-
-
-def render(inventory: Path, directory: Path, on_line: Callable[[str], None] | None = None) -> Converge:
+def render(inventory: Path, directory: Path, on_line: Callable[[str], None] | None = None) -> playbook.Run:
     """playbooks/render.yml: what a converge would write on each edge node,
     rendered on this machine into directory/<node>/{nginx,haproxy}/."""
-    return run_playbook(inventory, RENDER_PLAYBOOK, on_line, ["-e", json.dumps({"render_dir": str(directory)})])
-
-
-def run_playbook(inventory: Path, playbook: Path, on_line: Callable[[str], None] | None = None,
-                 extra_args: list[str] | None = None) -> Converge:
-    ansible = Path(sys.executable).parent / "ansible-playbook"
-    argv = [str(ansible if ansible.exists() else "ansible-playbook"), "-i", str(inventory), str(playbook),
-            *(extra_args or [])]
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_FORCE_COLOR": "0"}
-    started = time.monotonic()
-    lines = []
-    with subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
-        for line in proc.stdout:
-            lines.append(line)
-            if on_line and line.startswith(("TASK [", "PLAY [")):
-                on_line(line.strip(" *\n"))
-    output = "".join(lines)
-    changed = {m[1]: int(m[3]) for m in _RECAP.finditer(output)}
-    return Converge(proc.returncode, changed, time.monotonic() - started, output)
+    return playbook.run(RENDER_PLAYBOOK, inventory, {"render_dir": str(directory)}, on_line=on_line)

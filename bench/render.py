@@ -9,12 +9,12 @@ under the table.
 
 from __future__ import annotations
 
-import json
 import resource
 import secrets
-import subprocess
 import sys
 from pathlib import Path
+
+from automata_lb import playbook
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,14 +56,11 @@ def render_role(role: str, dest: Path, variables: dict, command_line: tuple[str,
     if not (ROOT / "roles" / role / "tasks" / "config.yml").exists():
         raise RuntimeError(f"roles/{role}/tasks/config.yml does not exist")
     dest.mkdir(parents=True)
-    vars_file = dest / "bench-vars.json"
-    vars_file.write_text(json.dumps(variables | {"bench_role": role}))
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(PLAYBOOK),
-            "-e", f"@{vars_file}", "-e", f"ansible_python_interpreter={sys.executable}"]
-    argv += [arg for item in command_line for arg in ("-e", item)]
-    run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    if run.returncode != 0:
-        raise RuntimeError(f"rendering roles/{role} failed:\n{run.stdout[-3000:]}{run.stderr[-1000:]}")
+    args = ["-e", f"ansible_python_interpreter={sys.executable}"]
+    args += [arg for item in command_line for arg in ("-e", item)]
+    run = playbook.run(PLAYBOOK, "localhost,", variables | {"bench_role": role}, args=args, timeout=300)
+    if run.rc != 0:
+        raise RuntimeError(f"rendering roles/{role} failed:\n{run.output[-4000:]}")
 
 
 def haproxy(dest: Path, port: int, backend_port: int, stats_port: int, overrides: dict | None = None) -> Path:

@@ -6,7 +6,8 @@ import argparse
 import os
 import subprocess
 import sys
-import time
+
+from automata_lb import playbook
 
 from . import stack
 
@@ -20,11 +21,10 @@ def converge(extra: list[str]) -> int:
     if not stack.INVENTORY.exists():
         print(f"lab: {stack.INVENTORY.relative_to(stack.ROOT)} is missing: the lab is not up (`make lab`)", file=sys.stderr)
         return 1
-    started = time.monotonic()
-    ansible = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
-    rc = _run([ansible, "-i", str(stack.INVENTORY), "playbooks/edge.yml", *extra])
-    print(f"lab: converge finished in {time.monotonic() - started:.1f}s (rc={rc})", flush=True)
-    return rc
+    run = playbook.run(stack.ROOT / "playbooks" / "edge.yml", stack.INVENTORY, args=extra,
+                       on_line=lambda line: print(line, flush=True))
+    print(f"lab: converge finished in {run.seconds:.1f}s (rc={run.rc})", flush=True)
+    return run.rc
 
 
 def verify(extra: list[str]) -> int:

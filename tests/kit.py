@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-import os
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from automata_lb.playbook import Run
+from automata_lb.playbook import run as playbook_run
+
 ROOT = Path(__file__).resolve().parents[1]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
-# tests/callback_plugins/run_results.py: enabled only for the runs below.
-CALLBACK_PLUGINS = Path(__file__).with_name("callback_plugins")
-RESULTS_CALLBACK = "run_results"
+PlaybookRun = Run  # each host's counts, first failure, changed tasks; the handlers that ran
 
 
 def free_port() -> int:
@@ -78,42 +72,9 @@ async def wait_until_async(predicate: Callable[[], object], timeout: float, inte
         await asyncio.sleep(interval)
 
 
-@dataclass
-class PlaybookRun:
-    """One ansible-playbook run: `output` is what a person reads (for failure
-    messages); the rest comes from the run_results callback's JSON."""
-
-    rc: int
-    output: str
-    # Per host, Ansible's own counts: ok, changed, failures, unreachable, ...
-    stats: dict[str, dict] = field(default_factory=dict)
-    # Per host, its first failure: {"kind", "task", "msg"}.
-    failed: dict[str, dict] = field(default_factory=dict)
-    # Per host, the names ("role : task") of the tasks that reported a change.
-    changed_tasks: dict[str, list[str]] = field(default_factory=dict)
-    # Names of the handlers that ran, in order.
-    handlers: list[str] = field(default_factory=list)
-
-
 def ansible_playbook(playbook: Path, inventory: Path, extra_vars: dict | None = None, *,
                      limit: str | None = None, args: list[str] | None = None, env: dict[str, str] | None = None,
                      timeout: float = 900) -> PlaybookRun:
-    """Run ansible-playbook from the repository root (its ansible.cfg) the way
-    a user would, with the run_results callback added for this run only."""
-    with tempfile.TemporaryDirectory(prefix="playbook-run-") as tmp:
-        results = Path(tmp) / "results.json"
-        cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook)]
-        if extra_vars:
-            vars_file = Path(tmp) / "extra.json"
-            vars_file.write_text(json.dumps(extra_vars))
-            cmd += ["-e", f"@{vars_file}"]
-        if limit:
-            cmd += ["--limit", limit]
-        cmd += args or []
-        run_env = {**os.environ, "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_NOCOLOR": "1",
-                   "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_PLUGINS), "ANSIBLE_CALLBACKS_ENABLED": RESULTS_CALLBACK,
-                   "AUTOMATA_RUN_RESULTS": str(results), **(env or {})}
-        proc = subprocess.run(cmd, cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout)
-        data = json.loads(results.read_text()) if results.exists() else {}
-    return PlaybookRun(proc.returncode, proc.stdout + proc.stderr, data.get("stats", {}), data.get("failed", {}),
-                       data.get("changed_tasks", {}), data.get("handlers", []))
+    """Run ansible-playbook the way a user would, through the package's one
+    runner (automata_lb/playbook.py): the outcome as data."""
+    return playbook_run(playbook, inventory, extra_vars, limit=limit, args=args or (), env=env, timeout=timeout)

@@ -33,7 +33,7 @@ import testinfra
 # asyncio's single-threaded TLS, measured on 400 each against edge-1).
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.kit import ansible_playbook, wait_until
+from tests.kit import PlaybookRun, ansible_playbook, wait_until
 
 __all__ = ["wait_until"]  # re-exported: lab tests import every helper from here
 
@@ -59,26 +59,14 @@ def node(name: str):
 
 # --- Ansible ------------------------------------------------------------------------
 
-@dataclass
-class ConvergeResult:
-    rc: int
-    output: str
-    changed: dict[str, int]
-    failed: dict[str, int]
-    # Names ("role : task") of the tasks that reported a change, per host,
-    # and of the handlers that ran.
-    changed_tasks: dict[str, list[str]] = field(default_factory=dict)
-    handlers: list[str] = field(default_factory=list)
+ConvergeResult = PlaybookRun  # .changed and .failures: {host: count}; .changed_tasks, .handlers
 
 
 def run_playbook(extra_vars: dict | None = None, *, limit: str | None = None,
                  playbook: Path = PLAYBOOK, args: list[str] | None = None) -> ConvergeResult:
     """Run a playbook on the lab inventory the way a user would; the counts
-    come from Ansible's own per-host stats (tests/kit.py's callback)."""
-    run = ansible_playbook(playbook, INVENTORY, extra_vars, limit=limit, args=args)
-    changed = {host: s.get("changed", 0) for host, s in run.stats.items()}
-    failed = {host: s.get("failures", 0) + s.get("unreachable", 0) for host, s in run.stats.items()}
-    return ConvergeResult(run.rc, run.output, changed, failed, run.changed_tasks, run.handlers)
+    come from Ansible's own per-host stats."""
+    return ansible_playbook(playbook, INVENTORY, extra_vars, limit=limit, args=args)
 
 
 def put_back_the_inventorys_configs() -> dict[str, dict]:

@@ -1,8 +1,9 @@
-"""Ansible callback for the tests: a playbook run as data (a JSON file named
-by $AUTOMATA_RUN_RESULTS), so tests read each host's counts, first failure,
-changed tasks and handlers instead of parsing text meant for people.
+"""Ansible callback: a playbook run as data (a JSON file named by
+$AUTOMATA_RUN_RESULTS), so the CLI, the lab and the tests read each host's
+counts, first failure, changed tasks and handlers instead of parsing text
+meant for people.
 
-tests/kit.py's ansible_playbook() enables it for the tests' own runs only.
+automata_lb/playbook.py enables it for the runs it starts, and only those.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ DOCUMENTATION = """
 name: run_results
 type: aggregate
 short_description: Write each host's counts, first failure and changed tasks to $AUTOMATA_RUN_RESULTS
-description: Used by tests/kit.py (ansible_playbook) to read a playbook run as data.
+description: Used by automata_lb/playbook.py to read a playbook run as data.
 requirements: [enabled through ANSIBLE_CALLBACKS_ENABLED]
 """
 
