@@ -5,6 +5,8 @@ keepalived's VRRP state with the floating addresses the node holds.
 
 Standard library only: the node has the python3 Ansible uses and nothing else.
 Kept small and read-only; every change goes through edge.py's commands.
+edge.py puts `ARGS = {...}` in front of it: where this node keeps the
+NGINX tree, the HAProxy configuration and the runtime API socket.
 """
 
 import csv
@@ -19,7 +21,8 @@ import subprocess
 import sys
 import time
 
-ADMIN_SOCKET = os.environ.get("AUTOMATA_HAPROXY_SOCKET", "/run/haproxy/admin.sock")
+ARGS = globals().get("ARGS", {})
+NGINX_DIR, HAPROXY_DIR, ADMIN_SOCKET = ARGS.get("nginx_conf_dir"), ARGS.get("haproxy_config_dir"), ARGS.get("haproxy_socket")
 
 
 def run(*argv):
@@ -89,10 +92,10 @@ def service(name):
 def nginx():
     state = service("nginx")
     state["version"] = run("nginx", "-v").rpartition("/")[2]
-    state["config_hash"] = digest(["/etc/nginx/nginx.conf", "/etc/nginx/proxy_params", "/etc/nginx/conf.d/*"])
+    state["config_hash"] = digest([f"{NGINX_DIR}/nginx.conf", f"{NGINX_DIR}/proxy_params", f"{NGINX_DIR}/conf.d/*"])
     # The canary share of conf.d/canary.conf (traffic/nginx.py canary_file).
     try:
-        with open("/etc/nginx/conf.d/canary.conf") as f:
+        with open(f"{NGINX_DIR}/conf.d/canary.conf") as f:
             text = f.read()
         share = re.search(r"^\s*(\d+)%\s", text, re.M)
         state["canary_percent"] = int(share.group(1)) if share else (0 if "split_clients" in text else None)
@@ -104,7 +107,7 @@ def nginx():
 def haproxy():
     state = service("haproxy")
     state["version"] = run("haproxy", "-v").splitlines()[0].split()[2] if state["active"] else ""
-    state["config_hash"] = digest(["/etc/haproxy/haproxy.cfg", "/etc/haproxy/maps/*"])
+    state["config_hash"] = digest([f"{HAPROXY_DIR}/haproxy.cfg", f"{HAPROXY_DIR}/maps/*"])
     rows = csv.DictReader(io.StringIO(runtime("show stat").lstrip("# ")))
     servers = []
     for r in rows:

@@ -8,6 +8,7 @@ connection settings the playbook uses; a stack is its config file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -49,6 +50,56 @@ class TargetError(RuntimeError):
     """The target cannot be reached or described (exit code 3)."""
 
 
+# The role variables that say where a node's load balancers keep what the
+# CLI reads and edits.  Their values come from the inventory, else from the
+# roles' own defaults, read from the roles: declared once, in the roles.
+_PATH_VARIABLES = {"nginx_lb": ("nginx_lb_conf_dir", "nginx_lb_staging_dir"),
+                   "haproxy_lb": ("haproxy_lb_config_dir", "haproxy_lb_admin_socket")}
+
+
+@functools.cache
+def _role_defaults() -> dict[str, str]:
+    import yaml  # only for the node paths
+    found = {}
+    for role, names in _PATH_VARIABLES.items():
+        defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
+        found |= {name: defaults[name] for name in names}
+    return found
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """Where one node keeps its NGINX tree, its HAProxy configuration and
+    HAProxy's runtime API socket."""
+
+    nginx_conf_dir: str
+    nginx_staging_dir: str
+    haproxy_config_dir: str
+    haproxy_socket: str
+
+    @property
+    def haproxy_config(self) -> str:
+        return f"{self.haproxy_config_dir}/haproxy.cfg"
+
+    @classmethod
+    def of(cls, variables: dict, where: str) -> NodePaths:
+        """From a node's variables over the roles' defaults.  A default may
+        name another of these variables ("{{ nginx_lb_conf_dir }}/staging");
+        any other template is refused: the CLI reads the inventory without
+        Ansible's templating."""
+        values = _role_defaults() | {k: variables[k] for k in _role_defaults() if k in variables}
+        for name, value in values.items():
+            value = str(value)
+            for other, literal in values.items():
+                if other != name and "{{" not in str(literal):
+                    value = re.sub(r"\{\{\s*" + other + r"\s*\}\}", str(literal), value)
+            if "{{" in value or not value.startswith("/"):
+                raise TargetError(f"{where}: {name} must be an absolute path the CLI can read as is, not {value!r}")
+            values[name] = value
+        return cls(values["nginx_lb_conf_dir"], values["nginx_lb_staging_dir"], values["haproxy_lb_config_dir"],
+                   values["haproxy_lb_admin_socket"])
+
+
 @dataclass(frozen=True)
 class EdgeNode:
     name: str
@@ -57,6 +108,7 @@ class EdgeNode:
     port: int = 22
     key: str | None = None
     ssh_args: tuple[str, ...] = ()
+    paths: NodePaths = field(default_factory=lambda: NodePaths.of({}, "the roles' defaults"))
 
     def ssh_argv(self, *command: str) -> list[str]:
         control = Path(tempfile.gettempdir()) / f"automata-lb-ssh-{os.getuid()}"
@@ -112,12 +164,20 @@ def _ssh_common_args(value: str | None) -> tuple[str, ...]:
     return tuple(shlex.split(value)) if value else ()
 
 
+def _lab_group_vars() -> dict:
+    from . import inventory as inv  # the module needs targets' ROOT; import late
+
+    values = {name: inv.read(LAB_INVENTORY, name) for name in _role_defaults()}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def lab() -> Target:
     if not LAB_JSON.exists():
         raise TargetError(f"the lab is not up ({LAB_JSON} is missing): run `make lab`")
     lab = json.loads(LAB_JSON.read_text())
     common = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
-    edges = tuple(EdgeNode(e["name"], e["address"], e["ssh"]["user"], e["ssh"]["port"], e["ssh"]["key"], common)
+    paths = NodePaths.of(_lab_group_vars(), f"{LAB_INVENTORY}")
+    edges = tuple(EdgeNode(e["name"], e["address"], e["ssh"]["user"], e["ssh"]["port"], e["ssh"]["key"], common, paths)
                   for e in lab["edges"])
     described = {b["name"]: Backend(b["name"], b["address"], b["port"], b["version"], b["endpoints"]["app"],
                                     b["endpoints"]["admin"], b["container"]) for b in lab["backends"]}
@@ -152,7 +212,8 @@ def inventory(path: Path) -> Target:
         key = hv.get("ansible_ssh_private_key_file")
         edges.append(EdgeNode(name, hv.get("ansible_host", name), hv.get("ansible_user", "root"),
                               int(hv.get("ansible_port", 22)), str(ROOT / key) if key and not os.path.isabs(key) else key,
-                              _ssh_common_args(hv.get("ansible_ssh_common_args"))))
+                              _ssh_common_args(hv.get("ansible_ssh_common_args")),
+                              NodePaths.of(hv, f"--inventory {path}, host {name}")))
     first = hostvars.get(names[0], {})
     backends = [Backend(b["name"], b["address"], int(b["port"]), "stable") for b in first.get("edge_backends", [])]
     backends += [Backend(b["name"], b["address"], int(b["port"]), "canary")

@@ -25,7 +25,6 @@ import io
 import itertools
 import json
 import re
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -35,10 +34,12 @@ from pathlib import Path
 
 import httpx
 
+from automata_lb import edge as edge_ops
+from automata_lb import targets
+from automata_lb.targets import TargetError
 from lab.podman import podman
 from lab.wait import until
 
-ADMIN_SOCKET = "/run/haproxy/admin.sock"
 # Time after an event during which its consequences are still its own:
 # keep-alive connections closed by a reload are reopened, a shifted share
 # is served.  The window of an event runs until the next event starts.
@@ -83,25 +84,27 @@ class Lab:
     def __init__(self, lab: dict) -> None:
         self.lab = lab
         self.edges = lab["edges"]
+        self.nodes = {node.name: node for node in targets.lab().edges}
         self.backends = {b["name"]: b for b in lab["backends"]}
         self.ca = lab["credentials"]["ca_cert"]
 
     def ssh(self, edge: dict, command: str, timeout: float = 30) -> str:
-        # The same options the lab inventory gives Ansible: the nodes are
-        # throwaway containers whose host keys change with every `lab up`.
-        ssh = edge["ssh"]
-        proc = subprocess.run(
-            ["ssh", "-i", ssh["key"], "-p", str(ssh["port"]), "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-             "-o", "ConnectTimeout=5", f"{ssh['user']}@{edge['address']}", command],
-            capture_output=True, text=True, timeout=timeout)
+        # The node as the CLI reaches it (automata_lb.targets: the lab's own
+        # SSH settings, one connection per node).
+        try:
+            proc = self.nodes[edge["name"]].run(command, timeout=timeout)
+        except TargetError as exc:
+            raise DrillError(str(exc)) from exc
         if proc.returncode != 0:
             raise DrillError(f"{edge['name']}: `{command}` failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
 
     def runtime(self, edge: dict, *commands: str) -> str:
-        line = "; ".join(commands)
-        return self.ssh(edge, f"echo {json.dumps(line)} | socat -t 5 stdio UNIX-CONNECT:{ADMIN_SOCKET}")
+        """HAProxy's runtime API on the node, through the CLI's one client."""
+        try:
+            return edge_ops.runtime(self.nodes[edge["name"]], *commands)
+        except TargetError as exc:
+            raise DrillError(str(exc)) from exc
 
     def server_status(self, edge: dict, server: str) -> dict[str, str]:
         """HAProxy's status of one server in every pool that holds it (UP, DOWN, ...)."""

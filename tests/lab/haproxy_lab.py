@@ -19,8 +19,11 @@ from websockets.sync.client import connect as ws_connect
 
 from labkit import ClientIPs, LoadGenerator, wait_until
 
-ADMIN_SOCKET = "/run/haproxy/admin.sock"
-CONFIG = "/etc/haproxy/haproxy.cfg"
+from automata_lb.targets import NodePaths
+
+# Where the lab's nodes keep them: the roles' defaults, as the CLI reads them.
+_PATHS = NodePaths.of({}, "the roles' defaults")
+ADMIN_SOCKET, CONFIG = _PATHS.haproxy_socket, _PATHS.haproxy_config
 
 
 def runtime(host, *commands: str) -> str:
