@@ -16,6 +16,7 @@ inventory says the same, so the next converge changes nothing:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import tempfile
 from collections.abc import Callable
@@ -26,10 +27,17 @@ from traffic import model
 from traffic import nginx as nginx_render
 
 from . import inventory
-from .targets import EdgeNode, Target, TargetError
+from .targets import ROOT, EdgeNode, Target, TargetError
 
 PROBE = Path(__file__).with_name("probe.py").read_text()
 NODE_EDIT = Path(__file__).with_name("node_edit.py").read_text()
+
+
+@functools.cache
+def _nginx_config_files() -> tuple[str, ...]:
+    """The files of the NGINX tree the role renders, from the role itself."""
+    import yaml  # only for the role's own list
+    return tuple(yaml.safe_load((ROOT / "roles/nginx_lb/vars/main.yml").read_text())["_nginx_lb_config_files"])
 
 
 def _paths(node: EdgeNode) -> dict:
@@ -37,7 +45,7 @@ def _paths(node: EdgeNode) -> dict:
     p = node.paths
     return {"nginx_conf_dir": p.nginx_conf_dir, "nginx_staging_dir": p.nginx_staging_dir,
             "haproxy_config_dir": p.haproxy_config_dir, "haproxy_config": p.haproxy_config,
-            "haproxy_socket": p.haproxy_socket}
+            "haproxy_socket": p.haproxy_socket, "nginx_config_files": _nginx_config_files()}
 
 
 def probe(node: EdgeNode) -> dict:

@@ -74,19 +74,38 @@ def runtime(command):
     return b"".join(chunks).decode()
 
 
+def stage(changes):
+    """The staging tree made the live tree plus `changes` ({path under the
+    conf dir: text}), whatever a failed run (a refused converge, a refused
+    edit) left there, so what `nginx -t` checks is exactly what will run;
+    None when the candidate passes, else nginx's complaint."""
+    conf, staging = ARGS["nginx_conf_dir"], ARGS["nginx_staging_dir"]
+    live_tls = os.path.join(conf, "tls")
+    names = list(dict.fromkeys([*ARGS["nginx_config_files"], *changes]))
+    if os.path.isdir(live_tls):
+        names += [os.path.join("tls", n) for n in sorted(os.listdir(live_tls))]
+    for name in names:
+        live = os.path.join(conf, name)
+        if name not in changes and not os.path.exists(live):
+            continue
+        text = changes[name] if name in changes else read(live)
+        staged = os.path.join(staging, name)
+        if not os.path.exists(staged) or read(staged) != text:
+            os.makedirs(os.path.dirname(staged), exist_ok=True)
+            replace(staged, text, 0o600 if name.startswith("tls") else 0o644)
+    check = subprocess.run(["/usr/sbin/nginx", "-t", "-q", "-c", os.path.join(staging, "nginx.conf")],
+                           capture_output=True, text=True)
+    return check.stderr.strip() if check.returncode != 0 else None
+
+
 def nginx_file(name, text):
     """Checked, then live, then reloaded; "unchanged" when live already says it."""
     live = os.path.join(ARGS["nginx_conf_dir"], name)
-    staged = os.path.join(ARGS["nginx_staging_dir"], name)
     if read(live) == text:
         return "unchanged"
-    before = read(staged)
-    replace(staged, text)
-    check = subprocess.run(["/usr/sbin/nginx", "-t", "-q", "-c", os.path.join(ARGS["nginx_staging_dir"], "nginx.conf")],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        replace(staged, before)
-        refuse(f"nginx -t refused {name}: " + check.stderr.strip())
+    refused = stage({name: text})
+    if refused:
+        refuse(f"nginx -t refused {name}: " + refused)
     replace(live, text)
     subprocess.run(["systemctl", "reload", "nginx"], check=True, capture_output=True)
     return "reloaded"
@@ -156,32 +175,14 @@ def install_nginx(files):
     """The rendered tree `files` ({path under the conf dir: text}): the files
     that differ from the live tree are staged, the staged tree as a whole
     passes `nginx -t`, then they go live and NGINX reloads."""
-    conf, staging = ARGS["nginx_conf_dir"], ARGS["nginx_staging_dir"]
+    conf = ARGS["nginx_conf_dir"]
     changed = [name for name, text in files.items() if not os.path.exists(os.path.join(conf, name))
                or read(os.path.join(conf, name)) != text]
     if not changed:
         return "unchanged"
-    # The candidate is the live tree with the changed files: staging gets
-    # every rendered file and the live TLS files, whatever an earlier failed
-    # run left there, so what is checked is exactly what will run.
-    before = {}
-    live_tls = os.path.join(conf, "tls")
-    tls = {os.path.join("tls", n): read(os.path.join(live_tls, n)) for n in sorted(os.listdir(live_tls))} \
-        if os.path.isdir(live_tls) else {}
-    for name, text in {**files, **tls}.items():
-        staged = os.path.join(staging, name)
-        if not os.path.exists(staged) or read(staged) != text:
-            before[staged] = read(staged) if os.path.exists(staged) else None
-            replace(staged, text, 0o600 if name.startswith("tls") else 0o644)
-    check = subprocess.run(["/usr/sbin/nginx", "-t", "-q", "-c", os.path.join(staging, "nginx.conf")],
-                           capture_output=True, text=True)
-    if check.returncode != 0:
-        for staged, text in before.items():
-            if text is None:
-                os.unlink(staged)
-            else:
-                replace(staged, text)
-        refuse("nginx -t refused " + ", ".join(changed) + ": " + check.stderr.strip())
+    refused = stage(files)
+    if refused:
+        refuse("nginx -t refused " + ", ".join(changed) + ": " + refused)
     for name in changed:
         replace(os.path.join(conf, name), files[name])
     subprocess.run(["systemctl", "reload", "nginx"], check=True, capture_output=True)
