@@ -17,6 +17,8 @@ import pytest
 from haproxy_lab import CONFIG
 from labkit import ClientIPs, node
 
+from automata_lb import edge, targets
+
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
 EDGE1 = "edge-1"
@@ -42,6 +44,18 @@ def test_a_config_nginx_rejects_never_lands_and_the_old_one_keeps_serving(conver
     assert re.search(r"proxy_buffers\s+1 4k;", staged)  # it was rendered and checked...
     assert not re.search(r"proxy_buffers\s+1 4k;", live)  # ...but never installed
     assert https.get("/api/still-serving", headers={"x-forwarded-for": ClientIPs().take()}).status_code == 200
+
+
+def test_what_a_refused_converge_left_in_staging_does_not_hold_back_the_next_change():
+    # The refused candidate is still staged on edge-1 (above); a canary move
+    # made without a converge is checked against the live tree plus itself.
+    target = targets.lab()
+    share = next(n["nginx"]["canary_percent"] for n in edge.probe_all(target) if n["node"] == EDGE1)
+    try:
+        moved = edge.set_canary_weight(target, share + 5)
+        assert moved[EDGE1]["nginx"] == "reloaded", moved
+    finally:
+        edge.set_canary_weight(target, share)
 
 
 def test_a_config_haproxy_rejects_never_lands_and_the_old_one_keeps_serving(converge, edge):
