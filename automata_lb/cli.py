@@ -17,6 +17,7 @@ import copy
 import importlib.metadata
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -110,6 +111,8 @@ def main(
     inventory_path: Annotated[Path | None, typer.Option(
         "--inventory", "-i", help="Edge VMs of an Ansible inventory, e.g. inventories/prod.")] = None,
     stack: Annotated[str | None, typer.Option(help=f"A Pulumi stack: {', '.join(STACKS)}.")] = None,
+    vault_password_file: Annotated[Path | None, typer.Option(
+        help="Ansible Vault password file of the inventory (also read from ANSIBLE_VAULT_PASSWORD_FILE).")] = None,
     _version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
                                            callback=_print_version)] = False,
 ) -> None:
@@ -119,6 +122,11 @@ def main(
         raise typer.BadParameter("give --inventory or --stack, not both", param_hint="--stack")
     if stack is not None and stack not in STACKS:
         raise typer.BadParameter(f"{stack!r} is not one of {', '.join(STACKS)}", param_hint="--stack")
+    if vault_password_file is not None:
+        if not vault_password_file.is_file():
+            raise typer.BadParameter(f"{vault_password_file} is not a file", param_hint="--vault-password-file")
+        # Every Ansible command the CLI runs (ansible-inventory, the renders) reads it from there.
+        os.environ["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_password_file.resolve())
     state.inventory, state.stack = inventory_path, stack
     state.target_kind = "stack" if stack else "inventory" if inventory_path else "lab"
 

@@ -109,6 +109,10 @@ class EdgeNode:
     key: str | None = None
     ssh_args: tuple[str, ...] = ()
     paths: NodePaths = field(default_factory=lambda: NodePaths.of({}, "the roles' defaults"))
+    # ansible_become: the user logs in as itself and runs what needs root
+    # through sudo, as the playbook does; sudo must not ask (NOPASSWD for the
+    # automation user), since nothing here can type a password.
+    become: bool = False
 
     def ssh_argv(self, *command: str) -> list[str]:
         control = Path(tempfile.gettempdir()) / f"automata-lb-ssh-{os.getuid()}"
@@ -119,6 +123,8 @@ class EdgeNode:
                 *self.ssh_args]
         if self.key:
             argv += ["-i", self.key]
+        if self.become and command:
+            command = ("sudo", "-n", "--", *command)
         return [*argv, f"{self.user}@{self.address}", *command]
 
     def run(self, *command: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -158,6 +164,11 @@ def _inventory_backends(path: Path) -> list[tuple[str, dict]]:
 
     return [("stable", b) for b in inv.read(path, "edge_backends", []) or []] + \
            [("canary", b) for b in inv.read(path, "edge_canary_backends", []) or []]
+
+
+def _truth(value: object) -> bool:
+    """An inventory boolean as Ansible reads it (true, yes, 1, on)."""
+    return str(value).strip().lower() in ("true", "yes", "1", "on", "y", "t")
 
 
 def _ssh_common_args(value: str | None) -> tuple[str, ...]:
@@ -209,11 +220,16 @@ def inventory(path: Path) -> Target:
     edges = []
     for name in names:
         hv = hostvars.get(name, {})
+        become = _truth(hv.get("ansible_become"))
+        for variable, supported in (("ansible_become_method", "sudo"), ("ansible_become_user", "root")):
+            if become and str(hv.get(variable, supported)) != supported:
+                raise TargetError(f"--inventory {path}, host {name}: {variable} is {hv[variable]!r}; "
+                                  f"the CLI becomes {supported!r} only")
         key = hv.get("ansible_ssh_private_key_file")
         edges.append(EdgeNode(name, hv.get("ansible_host", name), hv.get("ansible_user", "root"),
                               int(hv.get("ansible_port", 22)), str(ROOT / key) if key and not os.path.isabs(key) else key,
                               _ssh_common_args(hv.get("ansible_ssh_common_args")),
-                              NodePaths.of(hv, f"--inventory {path}, host {name}")))
+                              NodePaths.of(hv, f"--inventory {path}, host {name}"), become))
     first = hostvars.get(names[0], {})
     backends = [Backend(b["name"], b["address"], int(b["port"]), "stable") for b in first.get("edge_backends", [])]
     backends += [Backend(b["name"], b["address"], int(b["port"]), "canary")

@@ -6,10 +6,12 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import re
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +34,11 @@ LAB_JSON = STATE / "lab.json"
 SEED_INVENTORY = ROOT / "inventories" / "lab"
 INVENTORY_DIR = STATE / "inventory"
 INVENTORY = INVENTORY_DIR / "hosts.yml"
+# The same nodes through a production-shaped inventory (docs/lab.md): a
+# non-root user with sudo, secrets in Ansible Vault, the monitoring URL set.
+REHEARSAL_DIR = STATE / "rehearsal"
+REHEARSAL_VAULT_PASS = STATE / "rehearsal.vault-pass"
+REHEARSAL_USER = "deploy"
 SSH_KEY = STATE / "ssh" / "id_ed25519"
 PKI = STATE / "pki"
 SECRETS = STATE / "secrets"
@@ -193,6 +200,7 @@ def _ensure_edge(edge: topology.Edge, image: str) -> None:
         "--mac-address", topology.mac_address(edge.address),
         "--systemd=always", "--cap-add", "SYS_ADMIN,NET_ADMIN,NET_RAW", *ports,
         "-v", f"{SSH_KEY}.pub:/root/.ssh/authorized_keys:ro",
+        "-v", f"{SSH_KEY}.pub:/home/{REHEARSAL_USER}/.ssh/authorized_keys:ro",
         image, "/sbin/init"))
 
 
@@ -317,10 +325,50 @@ def _ensure_inventory() -> None:
     _log(f"inventory: {INVENTORY_DIR} (from {SEED_INVENTORY.relative_to(ROOT)})")
 
 
+def _ensure_rehearsal() -> None:
+    """The rehearsal inventory: what inventories/prod asks of an operator,
+    filled in for the lab's nodes.  It connects as `deploy` (the node image's
+    automation user, passwordless sudo) with become, keeps the stats and
+    VRRP passwords in group_vars/edge/vault.yml encrypted with Ansible Vault
+    (the password file is .lab/rehearsal.vault-pass), and names the lab's
+    Prometheus for the CLI.  The TLS material stays in .lab/pki, outside the
+    inventory folder."""
+    if (REHEARSAL_DIR / "hosts.yml").exists():
+        return
+    if not REHEARSAL_VAULT_PASS.exists():
+        REHEARSAL_VAULT_PASS.write_text(secrets.token_urlsafe(24) + "\n")
+        REHEARSAL_VAULT_PASS.chmod(0o600)
+    (REHEARSAL_DIR / "group_vars" / "all").mkdir(parents=True, exist_ok=True)
+    (REHEARSAL_DIR / "group_vars" / "edge").mkdir(parents=True, exist_ok=True)
+    shutil.copy(SEED_INVENTORY / "hosts.yml", REHEARSAL_DIR / "hosts.yml")
+    all_vars = (SEED_INVENTORY / "group_vars" / "all" / "main.yml").read_text()
+    all_vars, n = re.subn(r"^ansible_user: root$", f"ansible_user: {REHEARSAL_USER}\nansible_become: true", all_vars,
+                          flags=re.M)
+    edge_vars = (SEED_INVENTORY / "group_vars" / "edge" / "main.yml").read_text()
+    secrets_of = {"haproxy_lb_stats_password": "haproxy_stats_password", "edge_vip_auth_pass": "vrrp_auth_pass"}
+    for variable in secrets_of:
+        edge_vars, found = re.subn(rf"^{variable}:.*$", f'{variable}: "{{{{ vault_{variable} }}}}"', edge_vars,
+                                   flags=re.M)
+        n += found
+    if n != 3:
+        raise RuntimeError(f"{SEED_INVENTORY} no longer has the lines the rehearsal inventory replaces")
+    edge_vars += f"\n# The lab's Prometheus, for automata-lb's metrics and canary analysis.\n" \
+                 f"monitoring_prometheus_url: {monitoring.url()}\n"
+    (REHEARSAL_DIR / "group_vars" / "all" / "main.yml").write_text(all_vars)
+    (REHEARSAL_DIR / "group_vars" / "edge" / "main.yml").write_text(edge_vars)
+    vault = REHEARSAL_DIR / "group_vars" / "edge" / "vault.yml"
+    vault.write_text("".join(f"vault_{variable}: {json.dumps((SECRETS / name).read_text().strip())}\n"
+                             for variable, name in secrets_of.items()))
+    subprocess.run([str(Path(sys.executable).parent / "ansible-vault"), "encrypt", "--vault-password-file",
+                    str(REHEARSAL_VAULT_PASS), str(vault)], check=True, capture_output=True, text=True)
+    _log(f"rehearsal inventory: {REHEARSAL_DIR} (user {REHEARSAL_USER}, become, vault)")
+
+
 def up() -> dict:
     started = time.monotonic()
     _ensure_inventory()
     _ensure_secrets()
+    _ensure_rehearsal()
     images.ensure_base()
     node_image = images.ensure_node()
     backend_image = images.ensure_backend()
