@@ -124,7 +124,9 @@ class EdgeNode:
         if self.key:
             argv += ["-i", self.key]
         if self.become and command:
-            command = ("sudo", "-n", "--", *command)
+            # ssh hands the words to the login shell as one line: the whole
+            # line (a pipeline too) runs under sudo, not its first command.
+            command = ("sudo -n -- sh -c " + shlex.quote(" ".join(command)),)
         return [*argv, f"{self.user}@{self.address}", *command]
 
     def run(self, *command: str, stdin: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess:

@@ -29,8 +29,10 @@ def _inventory(tmp_path: Path, text: str) -> Path:
 def test_a_become_inventory_runs_node_commands_through_sudo(tmp_path):
     inventory = _inventory(tmp_path, "ansible_user: deploy\nansible_become: yes\n")
     for node in targets.inventory(inventory).edges:
-        argv = node.ssh_argv("python3", "-")
-        assert argv[-6:] == [f"deploy@{node.address}", "sudo", "-n", "--", "python3", "-"]
+        argv = node.ssh_argv("echo 'show stat' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock")
+        # The whole line under sudo, the pipeline's second command too.
+        assert argv[-2:] == [f"deploy@{node.address}",
+                             "sudo -n -- sh -c 'echo '\"'\"'show stat'\"'\"' | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock'"]
 
 
 def test_without_become_commands_run_as_the_user(tmp_path):
