@@ -44,7 +44,8 @@ def converged(lab):
     return ansible_playbook(ROOT / "playbooks" / "edge.yml", REHEARSAL, args=["--vault-password-file", str(VAULT_PASS)])
 
 
-def test_the_nodes_are_reached_as_a_user_who_is_not_root():
+def test_the_nodes_are_reached_as_a_user_who_is_not_root(monkeypatch):
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(VAULT_PASS))
     for node in targets.inventory(REHEARSAL).edges:
         assert (node.user, node.become) == ("deploy", True)
         plain = targets.EdgeNode(node.name, node.address, node.user, node.port, node.key, node.ssh_args)
