@@ -932,6 +932,10 @@ def auto_scale(
         raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances",
                                  param_hint="--max-replicas")
     target = resolve()
+    if target.kind != "lab":
+        err.print(f"automata-lb: auto-scale on {target.name} would start and stop instances this tool does not "
+                  "manage on an inventory's VMs; it scales the lab, and a stack's HPAs (--stack)")
+        raise typer.Exit(USAGE)
     if not target.prometheus_url:
         err.print("automata-lb: the lab autoscaler reads Prometheus; this lab has none (`make lab` starts it)")
         raise typer.Exit(UNREACHABLE)

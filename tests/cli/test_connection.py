@@ -68,3 +68,11 @@ def test_a_vault_password_file_that_is_not_there_is_refused_before_anything(tmp_
     result = CliRunner().invoke(cli.app, ["--vault-password-file", str(tmp_path / "nowhere"), "status"])
     assert result.exit_code == 2
     assert "--vault-password-file" in result.output
+
+
+def test_auto_scale_on_an_inventory_is_refused_naming_it(tmp_path):
+    # It would start and stop instances: on VMs, machines the CLI does not manage.
+    inventory = _inventory(tmp_path, "ansible_user: deploy\n")
+    result = CliRunner().invoke(cli.app, ["--inventory", str(inventory), "auto-scale", "--duration", "5"])
+    assert result.exit_code == 2
+    assert str(inventory) in result.output and "does not manage" in result.output
