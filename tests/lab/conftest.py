@@ -66,7 +66,8 @@ def fault(lab):
 
 @pytest.fixture(scope="session")
 def converge():
-    """converge(extra_vars) runs playbooks/edge.yml on the lab and returns a ConvergeResult."""
+    """converge(extra_vars) runs playbooks/edge.yml on the lab and returns its
+    PlaybookRun (.changed, .failures, .changed_tasks, .handlers)."""
     return run_playbook
 
 

@@ -59,11 +59,8 @@ def node(name: str):
 
 # --- Ansible ------------------------------------------------------------------------
 
-ConvergeResult = PlaybookRun  # .changed and .failures: {host: count}; .changed_tasks, .handlers
-
-
 def run_playbook(extra_vars: dict | None = None, *, limit: str | None = None,
-                 playbook: Path = PLAYBOOK, args: list[str] | None = None) -> ConvergeResult:
+                 playbook: Path = PLAYBOOK, args: list[str] | None = None) -> PlaybookRun:
     """Run a playbook on the lab inventory the way a user would; the counts
     come from Ansible's own per-host stats."""
     return ansible_playbook(playbook, INVENTORY, extra_vars, limit=limit, args=args)
