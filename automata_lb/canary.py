@@ -37,6 +37,7 @@ from monitoring.canary_analysis import Analysis, Result, evaluate
 
 from .prom import PrometheusError
 from .targets import TargetError, record_file
+from .wait import until
 
 RUNNING = ("deploying", "stepping", "promoting", "rolling-back")
 FINISHED = ("promoted", "rolled-back")
@@ -288,9 +289,6 @@ def abort(target: str, say: Say, wait_s: float = 60) -> int | None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return pid
-    deadline = time.monotonic() + wait_s
-    while holder(target):
-        if time.monotonic() > deadline:
-            raise TargetError(f"process {pid} still holds the rollout after {wait_s:.0f}s")
-        time.sleep(0.2)
+    until(lambda: not holder(target), wait_s, f"process {pid} letting go of the rollout", interval=0.2,
+          error=TargetError)
     return pid

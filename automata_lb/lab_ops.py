@@ -24,7 +24,6 @@ changes nothing.
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -35,6 +34,7 @@ from traffic import model
 
 from . import edge, inventory
 from .targets import Target, TargetError
+from .wait import until
 
 MAX_STABLE = 9  # backend-1..9 at 10.77.7.21-29
 Say = Callable[[str], None]
@@ -94,11 +94,7 @@ def _topology_backend(entry: dict, track: str) -> topology.Backend:
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TargetError(f"{what} within {timeout:.0f}s")
-        time.sleep(0.3)
+    until(predicate, timeout, what, interval=0.3, error=TargetError)
 
 
 def _healthy(entry: dict) -> bool:
@@ -158,7 +154,7 @@ def add_to_haproxy(target: Target, entry: dict, say: Say) -> None:
             edge.runtime(peer, *commands)
     if peer:
         say(f"{name} added to HAProxy at runtime; waiting for its health checks")
-        _wait(lambda: _up_everywhere(target, name), 30, f"HAProxy did not see {name} UP")
+        _wait(lambda: _up_everywhere(target, name), 30, f"HAProxy seeing {name} UP")
         say(f"{name} takes traffic on HAProxy (NGINX once its pools are written)")
 
 
@@ -167,7 +163,7 @@ def _start(entry: dict, track: str, release: str | None, image: str, say: Say) -
     backend = _topology_backend(entry, track)
     say(f"starting {entry['name']} ({release or track}) at {entry['address']}")
     lab_stack.ensure_backend(backend, image, publish=backend.index > 0)
-    _wait(lambda: _healthy(entry), 60, f"{entry['name']} did not answer /health")
+    _wait(lambda: _healthy(entry), 60, f"{entry['name']} answering /health")
 
 
 def _replace(target: Target, entry: dict, track: str, release: str, image: str, say: Say) -> None:
@@ -176,7 +172,7 @@ def _replace(target: Target, entry: dict, track: str, release: str, image: str, 
     set_server_state(target, name, "drain")
     edge.set_nginx_servers(target, down=[name])
     try:
-        _wait(lambda: _sessions(target, name) == 0, 30, f"{name} still had sessions")
+        _wait(lambda: _sessions(target, name) == 0, 30, f"{name} ending its sessions")
     except TargetError:
         say(f"{name}: sessions left after 30s; they end with its graceful shutdown")
     say(f"stopping {name} (SIGTERM: in-flight requests finish, WebSockets close with 1001)")
@@ -184,7 +180,7 @@ def _replace(target: Target, entry: dict, track: str, release: str, image: str, 
     _start(entry, track, release, image, say)
     set_server_state(target, name, "ready")
     edge.set_nginx_servers(target, up=[name])
-    _wait(lambda: _up_everywhere(target, name), 60, f"HAProxy did not see {name} UP again")
+    _wait(lambda: _up_everywhere(target, name), 60, f"HAProxy seeing {name} UP again")
     say(f"{name} runs {release} and takes traffic again")
 
 

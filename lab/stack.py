@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from automata_lb.wait import until
+
 from . import images, monitoring, topology
 from .podman import exists, inspect, podman
 
@@ -250,11 +252,7 @@ def _ensure_prometheus(image: str) -> None:
     name = topology.container_name(topology.PROMETHEUS_NAME)
     was_running = exists("container", name) and inspect(name)["State"]["Running"]
     _ensure_container(name, monitoring.run_args(image, PROMETHEUS_DIR))
-    deadline = time.monotonic() + 60
-    while not monitoring.ready():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Prometheus did not become ready on {monitoring.url()} within 60s")
-        time.sleep(0.2)
+    until(monitoring.ready, 60, f"Prometheus ready on {monitoring.url()}", interval=0.2, error=RuntimeError)
     if changed and was_running:
         monitoring.reload()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .podman import podman
-from .wait import until
+from automata_lb.wait import until
 
 
 @dataclass

@@ -38,7 +38,7 @@ from automata_lb import edge as edge_ops
 from automata_lb import targets
 from automata_lb.targets import TargetError
 from lab.podman import podman
-from lab.wait import until
+from automata_lb.wait import until
 
 # Time after an event during which its consequences are still its own:
 # keep-alive connections closed by a reload are reopened, a shifted share

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from automata_lb.playbook import Run
 from automata_lb.playbook import run as playbook_run
+from automata_lb.wait import until
 
 ROOT = Path(__file__).resolve().parents[1]
 PlaybookRun = Run  # each host's counts, first failure, changed tasks; the handlers that ran
@@ -47,11 +48,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
     Raises AssertionError naming what was awaited after `timeout` seconds.
     """
     start = time.monotonic()
-    while not predicate():
-        waited = time.monotonic() - start
-        if waited > timeout:
-            raise AssertionError(f"not within {timeout:g}s: {_described(predicate, what)}")
-        time.sleep(interval)
+    until(predicate, timeout, _described(predicate, what), interval=interval)
     return time.monotonic() - start
 
 

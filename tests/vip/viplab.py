@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from lab import images, topology, vip
-from lab.wait import until
+from automata_lb.wait import until
 from lab.podman import exists, podman
 from vipkit import PLAYBOOK, Run, run, write_inventory
 

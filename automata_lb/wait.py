@@ -1,5 +1,6 @@
-"""Waiting for a state, for the lab's tools (the lab itself, the fault drill,
-the floating-address helpers): poll, return the first truthy value."""
+"""Waiting for a state: poll, return the first truthy value.  The one poller
+of the CLI, the lab, the fault drill and the tests (tests/kit.py builds its
+wait_until on it)."""
 
 from __future__ import annotations
 
