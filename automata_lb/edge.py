@@ -16,7 +16,9 @@ inventory says the same, so the next converge changes nothing:
 from __future__ import annotations
 
 import copy
+import csv
 import functools
+import io
 import json
 import tempfile
 from collections.abc import Callable
@@ -58,6 +60,12 @@ def probe(node: EdgeNode) -> dict:
 def probe_all(target: Target) -> list[dict]:
     with ThreadPoolExecutor(max_workers=max(1, len(target.edges))) as pool:
         return list(pool.map(probe, target.edges))
+
+
+def stat_rows(text: str) -> list[dict[str, str]]:
+    """HAProxy's `show stat` CSV, one dict per proxy or server row.  (probe.py
+    reads it on the node with the same few lines: it travels alone.)"""
+    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
 
 
 def runtime(node: EdgeNode, *commands: str) -> str:

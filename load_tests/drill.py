@@ -20,8 +20,6 @@ the load.
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import json
 import re
@@ -108,7 +106,7 @@ class Lab:
 
     def server_status(self, edge: dict, server: str) -> dict[str, str]:
         """HAProxy's status of one server in every pool that holds it (UP, DOWN, ...)."""
-        rows = csv.DictReader(io.StringIO(self.runtime(edge, "show stat").lstrip("# ")))
+        rows = edge_ops.stat_rows(self.runtime(edge, "show stat"))
         return {r["pxname"]: r["status"] for r in rows if r["svname"] == server}
 
     def workers(self, edge: dict, service: str) -> set[str]:

@@ -7,8 +7,6 @@ tests reach it over the same SSH connection Ansible uses.  Shared helpers
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from websockets.sync.client import connect as ws_connect
 
 from labkit import ClientIPs, LoadGenerator, wait_until
 
+from automata_lb.edge import stat_rows
 from automata_lb.targets import NodePaths
 
 # Where the lab's nodes keep them: the roles' defaults, as the CLI reads them.
@@ -44,7 +43,7 @@ class ServerState:
 
 
 def server_states(host, backend: str) -> dict[str, ServerState]:
-    rows = csv.DictReader(io.StringIO(runtime(host, "show stat").lstrip("# ")))
+    rows = stat_rows(runtime(host, "show stat"))
     return {r["svname"]: ServerState(r["status"], r["check_status"].lstrip("* "), int(r["weight"] or 0),
                                      int(r["scur"] or 0), int(r["uweight"] or 0))
             for r in rows if r["pxname"] == backend and r["svname"] not in ("FRONTEND", "BACKEND")}
@@ -53,7 +52,7 @@ def server_states(host, backend: str) -> dict[str, ServerState]:
 def retries(host, backend: str) -> int:
     """Requests of `backend` HAProxy sent again (retries plus redispatches to
     another server), since the running worker started."""
-    rows = csv.DictReader(io.StringIO(runtime(host, "show stat").lstrip("# ")))
+    rows = stat_rows(runtime(host, "show stat"))
     return next(int(r["wretr"] or 0) + int(r["wredis"] or 0) for r in rows
                 if r["pxname"] == backend and r["svname"] == "BACKEND")
 
@@ -70,7 +69,7 @@ def worker_traffic(host, frontend: str = "public") -> tuple[int, int]:
     info_text, _, stat = out.partition("# pxname")
     info = dict(line.split(": ", 1) for line in info_text.splitlines() if ": " in line)
     stat = "pxname" + stat if stat else ""
-    requests = next((int(r["req_tot"] or 0) for r in csv.DictReader(io.StringIO(stat))
+    requests = next((int(r["req_tot"] or 0) for r in stat_rows(stat)
                      if r["pxname"] == frontend and r["svname"] == "FRONTEND"), 0)
     return int(info.get("Pid", 0)), requests
 

@@ -19,7 +19,6 @@ the API one are skipped, saying so.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import subprocess
@@ -32,6 +31,8 @@ import pytest
 
 from haproxy_lab import runtime, server_states, wait_until_settled
 from labkit import ROOT, ClientIPs, node
+
+from automata_lb.edge import stat_rows
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
@@ -81,7 +82,7 @@ def load_test(reports: Path, run_id: str, *args: str, timeout: float = 300) -> R
 
 
 def haproxy_pools(host) -> list[str]:
-    rows = csv.DictReader(io.StringIO(runtime(host, "show stat").lstrip("# ")))
+    rows = stat_rows(runtime(host, "show stat"))
     return sorted({r["pxname"] for r in rows if r["svname"] not in ("FRONTEND", "BACKEND")})
 
 
