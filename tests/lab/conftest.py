@@ -14,12 +14,14 @@ import json
 import httpx
 import pytest
 
-from labkit import LAB_JSON, ClientIPs, run_playbook, tls_context
+from labkit import INVENTORY, LAB_JSON, RUNNING_INVENTORY, ClientIPs, run_playbook, tls_context
 
 
 def _load_lab() -> dict:
     if not LAB_JSON.exists():
         pytest.exit(f"{LAB_JSON} is missing: bring the lab up first (`make lab`)", returncode=3)
+    if INVENTORY != RUNNING_INVENTORY:
+        pytest.exit(f"{RUNNING_INVENTORY} is missing: the lab predates it; `make lab` makes it", returncode=3)
     return json.loads(LAB_JSON.read_text())
 
 

@@ -39,7 +39,12 @@ __all__ = ["wait_until"]  # re-exported: lab tests import every helper from here
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_JSON = ROOT / ".lab" / "lab.json"
-INVENTORY = ROOT / ".lab" / "inventory" / "hosts.yml"  # the running lab's own copy of inventories/lab
+# The running lab's own copy of inventories/lab.  Before `make lab` made it,
+# the one it will be copied from: modules build host lists and expectations
+# as they are collected, and conftest's `lab`, not a missing file, says that
+# the lab is not up (and never lets a test run on the tracked copy).
+RUNNING_INVENTORY = ROOT / ".lab" / "inventory" / "hosts.yml"
+INVENTORY = RUNNING_INVENTORY if RUNNING_INVENTORY.exists() else ROOT / "inventories" / "lab" / "hosts.yml"
 PLAYBOOK = ROOT / "playbooks" / "edge.yml"
 
 # testinfra's ansible backend calls `ansible-inventory` and `ansible` from
@@ -94,10 +99,15 @@ def disagreements_with_the_inventory(long_form: bool) -> list[str]:
 LAB_GROUP_VARS = INVENTORY.parent / "group_vars" / "edge" / "main.yml"
 
 
-def lab_policy_overrides() -> dict:
-    """The lab inventory's traffic_policy_overrides (plain data, no templating)."""
+def lab_group_vars() -> dict:
+    """The lab inventory's edge variables (plain data, no templating)."""
     import yaml
-    return yaml.safe_load(LAB_GROUP_VARS.read_text()).get("traffic_policy_overrides") or {}
+    return yaml.safe_load(LAB_GROUP_VARS.read_text())
+
+
+def lab_policy_overrides() -> dict:
+    """The lab inventory's traffic_policy_overrides."""
+    return lab_group_vars().get("traffic_policy_overrides") or {}
 
 
 def lab_policy(extra: dict | None = None):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labkit import EDGE_HOSTS, LAB_GROUP_VARS, ROOT
+from labkit import EDGE_HOSTS, ROOT, lab_group_vars
 from lab.stack import read_host_sysctls
 
 testinfra_hosts = [EDGE_HOSTS]
@@ -17,8 +17,7 @@ DEFAULTS = yaml.safe_load((ROOT / "roles/kernel_tuning/defaults/main.yml").read_
 GLOBAL_PREFIXES = tuple(DEFAULTS["kernel_tuning_global_prefixes"])
 NAMESPACED = {k: v for k, v in DEFAULTS["kernel_tuning_sysctl_base"].items()
               if not k.startswith(GLOBAL_PREFIXES)}
-LAB_NOFILE = yaml.safe_load(
-    LAB_GROUP_VARS.read_text())["kernel_tuning_nofile"]
+LAB_NOFILE = lab_group_vars()["kernel_tuning_nofile"]
 
 
 def _words(value) -> list[str]:
