@@ -8,7 +8,6 @@ inventory: the next converge of the playbook reports changed=0.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +98,7 @@ def _flow_map(item: dict) -> CommentedMap:
     return m
 
 
-def render(inventory: Path, directory: Path, on_line: Callable[[str], None] | None = None) -> playbook.Run:
+def render(inventory: Path, directory: Path) -> playbook.Run:
     """playbooks/render.yml: what a converge would write on each edge node,
     rendered on this machine into directory/<node>/{nginx,haproxy}/."""
-    return playbook.run(RENDER_PLAYBOOK, inventory, {"render_dir": str(directory)}, on_line=on_line)
+    return playbook.run(RENDER_PLAYBOOK, inventory, {"render_dir": str(directory)})

@@ -111,6 +111,25 @@ def nginx_file(name, text):
     return "reloaded"
 
 
+def checked_haproxy_config(text, what):
+    """haproxy.cfg replaced by `text` once `haproxy -c` accepts it, with the
+    owner, group and mode the role gave the file (it holds the stats
+    password); refused, the live file stays as it was."""
+    cfg = ARGS["haproxy_config"]
+    candidate = cfg + ".automata-lb"
+    with open(candidate, "w") as f:
+        f.write(text)
+    # -dW as the role checks: a warning refuses the file too.
+    check = subprocess.run(["/usr/sbin/haproxy", "-dW", "-c", "-q", "-f", candidate], capture_output=True, text=True)
+    if check.returncode != 0:
+        os.unlink(candidate)
+        refuse(f"haproxy -c refused {what}: " + check.stderr.strip())
+    st = os.stat(cfg)
+    os.chown(candidate, st.st_uid, st.st_gid)
+    os.chmod(candidate, st.st_mode & 0o777)
+    os.replace(candidate, cfg)
+
+
 def haproxy_share(share):
     cfg = ARGS["haproxy_config"]
     text = read(cfg)
@@ -119,20 +138,7 @@ def haproxy_share(share):
         refuse(cfg + " sets no proc.canary_percent (no canary servers on this edge?)")
     edited = pattern.sub(rf"\g<1>{share}\g<2>", text)
     if edited != text:
-        candidate = cfg + ".automata-lb"
-        with open(candidate, "w") as f:
-            f.write(edited)
-        # -dW as the role checks: a warning refuses the file too.
-        check = subprocess.run(["/usr/sbin/haproxy", "-dW", "-c", "-q", "-f", candidate],
-                               capture_output=True, text=True)
-        if check.returncode != 0:
-            os.unlink(candidate)
-            refuse("haproxy -c refused the edited config: " + check.stderr.strip())
-        # The owner, group and mode the role gave it (the file holds the stats password).
-        st = os.stat(cfg)
-        os.chown(candidate, st.st_uid, st.st_gid)
-        os.chmod(candidate, st.st_mode & 0o777)
-        os.replace(candidate, cfg)
+        checked_haproxy_config(edited, "the edited config")
     answer = runtime(f"experimental-mode on; set var proc.canary_percent int({share})").strip()
     if answer:
         refuse("HAProxy runtime API: " + answer)
@@ -205,17 +211,7 @@ def install_haproxy(files):
         if name != "haproxy.cfg" and not os.path.exists(path):
             replace(path, content)
             os.chown(path, 0, st.st_gid)
-    candidate = cfg + ".automata-lb"
-    with open(candidate, "w") as f:
-        f.write(text)
-    # -dW as the role checks: a warning refuses the file too.
-    check = subprocess.run(["/usr/sbin/haproxy", "-dW", "-c", "-q", "-f", candidate], capture_output=True, text=True)
-    if check.returncode != 0:
-        os.unlink(candidate)
-        refuse("haproxy -c refused the rendered config: " + check.stderr.strip())
-    os.chown(candidate, st.st_uid, st.st_gid)
-    os.chmod(candidate, st.st_mode & 0o777)
-    os.replace(candidate, cfg)
+    checked_haproxy_config(text, "the rendered config")
     subprocess.run(["systemctl", "reload", "haproxy"], check=True, capture_output=True)
     for pattern, folder in ((r"rate_limits\.\w+\.map$", "maps"), (r"edge\.\w+\.pem$", "certs")):
         for name in os.listdir(os.path.join(directory, folder)) if os.path.isdir(os.path.join(directory, folder)) else []:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from automata_lb.targets import LAB_INVENTORY
 from automata_lb.wait import until
 
 from . import images, monitoring, topology
@@ -34,7 +35,7 @@ LAB_JSON = STATE / "lab.json"
 # lab's state lives with the lab and goes with `make down`, never in a
 # tracked file.
 SEED_INVENTORY = ROOT / "inventories" / "lab"
-INVENTORY_DIR = STATE / "inventory"
+INVENTORY_DIR = LAB_INVENTORY
 INVENTORY = INVENTORY_DIR / "hosts.yml"
 # The same nodes through a production-shaped inventory (docs/lab.md): a
 # non-root user with sudo, secrets in Ansible Vault, the monitoring URL set.

@@ -33,6 +33,7 @@ import testinfra
 # asyncio's single-threaded TLS, measured on 400 each against edge-1).
 from websockets.asyncio.client import connect as ws_connect
 
+from automata_lb.targets import LAB_INVENTORY
 from tests.kit import PlaybookRun, ansible_playbook, wait_until
 
 __all__ = ["wait_until"]  # re-exported: lab tests import every helper from here
@@ -43,7 +44,7 @@ LAB_JSON = ROOT / ".lab" / "lab.json"
 # the one it will be copied from: modules build host lists and expectations
 # as they are collected, and conftest's `lab`, not a missing file, says that
 # the lab is not up (and never lets a test run on the tracked copy).
-RUNNING_INVENTORY = ROOT / ".lab" / "inventory" / "hosts.yml"
+RUNNING_INVENTORY = LAB_INVENTORY / "hosts.yml"
 INVENTORY = RUNNING_INVENTORY if RUNNING_INVENTORY.exists() else ROOT / "inventories" / "lab" / "hosts.yml"
 PLAYBOOK = ROOT / "playbooks" / "edge.yml"
 

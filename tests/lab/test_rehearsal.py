@@ -19,13 +19,13 @@ import pytest
 from test_cli_status import cli
 
 from automata_lb import targets
+from lab import stack
 from tests.kit import ansible_playbook
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
 ROOT = targets.ROOT
-REHEARSAL = ROOT / ".lab" / "rehearsal"
-VAULT_PASS = ROOT / ".lab" / "rehearsal.vault-pass"
+REHEARSAL, VAULT_PASS = stack.REHEARSAL_DIR, stack.REHEARSAL_VAULT_PASS
 THROUGH_IT = ("--inventory", str(REHEARSAL), "--vault-password-file", str(VAULT_PASS))
 
 
