@@ -37,7 +37,7 @@ from infra.settings import ConfigError, Invalid, pinned_image
 from monitoring import canary_analysis
 from traffic.model import PolicyError, duration_ms
 
-from . import autoscale, canary, edge, health, history, lab_ops
+from . import autoscale, canary, edge, health, history, instances, lab_ops
 from . import stack as stack_ops
 from .lab_ops import LabState
 from .output import Column, emit_json, number, show, table
@@ -57,6 +57,7 @@ class State:
     target_kind: str = "lab"
     inventory: Path | None = None
     stack: str | None = None
+    target: Target | None = None   # resolved once per command
 
 
 state = State()
@@ -127,14 +128,16 @@ def main(
             raise typer.BadParameter(f"{vault_password_file} is not a file", param_hint="--vault-password-file")
         # Every Ansible command the CLI runs (ansible-inventory, the renders) reads it from there.
         os.environ["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_password_file.resolve())
-    state.inventory, state.stack = inventory_path, stack
+    state.inventory, state.stack, state.target = inventory_path, stack, None
     state.target_kind = "stack" if stack else "inventory" if inventory_path else "lab"
 
 
 def resolve() -> Target:
     """The lab or the inventory; exits 3 with the reason when unreachable."""
     try:
-        return inventory(state.inventory) if state.inventory else lab()
+        if state.target is None:
+            state.target = inventory(state.inventory) if state.inventory else lab()
+        return state.target
     except TargetError as exc:
         err.print(f"automata-lb: {exc}")
         raise typer.Exit(UNREACHABLE) from None
@@ -173,7 +176,8 @@ def collect_status(target: Target) -> dict:
             entry["weights"][f"{node['node']}/{s['backend']}"] = s["weight"]
             entry["sessions"] += s["sessions"]
     versions = {b.name: b.version for b in target.backends}
-    releases = {b.name: b.release for b in target.backends}
+    recorded = instances.of(target).releases()
+    releases = {b.name: recorded.get(b.name, b.version) for b in target.backends}
     for name, entry in servers.items():
         distinct = set(entry["states"].values())
         entry["state"] = distinct.pop() if len(distinct) == 1 else "MIXED"
@@ -401,20 +405,30 @@ def _say(message: str) -> None:
     err.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message}")
 
 
-def _lab_change(command: str, desired_of: Callable[[LabState], LabState], dry_run: bool, details: dict) -> None:
+def _edge_change(command: str, desired_of: Callable[[LabState], LabState], dry_run: bool, yes: bool,
+                 details: dict) -> None:
+    """A change of the backends of the lab or of an inventory's edge nodes:
+    plan `desired_of(what runs)`, refuse what cannot be done here before
+    anything changes, print the plan, then (unless --dry-run) reconcile."""
     target = resolve()
-    if target.kind != "lab":
-        err.print(f"automata-lb: {command} on an inventory's VMs changes machines this tool does not manage; "
-                  "change edge_backends (or the canary share) in the inventory and converge, or use the lab")
-        raise typer.Exit(USAGE)
     before = lab_ops.current(target)
-    desired = desired_of(copy.deepcopy(before))
-    plan = _lab_plan(before, desired)
-    out.print(f"[bold]{command}[/] on the lab:")
+    try:
+        desired = desired_of(copy.deepcopy(before))
+        why = lab_ops.refusal(target, before, desired)
+    except lab_ops.NoSpare as exc:
+        if not (why := instances.of(target).refusal()):
+            raise typer.BadParameter(f"{target.name}: {exc}" + ("" if target.kind == "lab" else
+                                     f" (declare more in {instances.SPARES_VARIABLE})"), param_hint="COUNT") from None
+    if why:
+        err.print(f"automata-lb: {command} starts or stops instances: {why}")
+        raise typer.Exit(USAGE)
+    plan = _edge_plan(before, desired)
+    out.print(f"[bold]{command}[/] on {target.name}:")
     for line in plan or ["nothing to change"]:
         out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
     if dry_run or not plan:
         raise typer.Exit(OK)
+    _confirm(target.production, command, yes)
     started = time.monotonic()
     with out.status("working..."):
         try:
@@ -430,7 +444,7 @@ def _lab_change(command: str, desired_of: Callable[[LabState], LabState], dry_ru
     out.print(f"done in {seconds:.0f}s")
 
 
-def _lab_plan(before: LabState, after: LabState) -> list[str]:
+def _edge_plan(before: LabState, after: LabState) -> list[str]:
     lines = []
     for name in after.names():
         if name not in before.names():
@@ -542,14 +556,12 @@ def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, y
         wanted = count if to else have + sign * count
         if wanted < 1:
             raise typer.BadParameter(f"{have} stable instances run; {wanted} would leave none", param_hint="COUNT")
-        if wanted > lab_ops.MAX_STABLE:
-            raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances, "
-                                     f"{wanted} asked", param_hint="COUNT")
         if (sign > 0 and wanted < have) or (sign < 0 and wanted > have):
             raise typer.BadParameter(f"{have} run already; --to {count} would go the other way", param_hint="COUNT")
-        return lab_ops.with_stable_count(state_, wanted)
+        return lab_ops.with_stable_count(state_, wanted, fleet.spares())
 
-    _lab_change(command, desired, dry_run, {"count": count, "to": to})
+    fleet = instances.of(resolve())
+    _edge_change(command, desired, dry_run, yes, {"count": count, "to": to})
 
 
 @app.command("rolling-update")
@@ -571,7 +583,7 @@ def rolling_update(
             state_.releases[b["name"]] = name
         return state_
 
-    _lab_change("rolling-update", desired, dry_run, {"release": name})
+    _edge_change("rolling-update", desired, dry_run, yes, {"release": name})
 
 
 @app.command("canary-deploy")
@@ -624,16 +636,15 @@ def canary_deploy(
         production = stack_ops.protected(state.stack)
     else:
         target = resolve()
-        if target.kind != "lab":
-            err.print("automata-lb: a progressive canary on an inventory's VMs needs the canary instances "
-                      "deployed by your release process; this tool drives it on the lab and on stacks")
+        if why := instances.of(target).refusal():
+            err.print(f"automata-lb: a progressive canary deploys the release onto the canary instances: {why}")
             raise typer.Exit(USAGE)
-        name, prom_url, production = target.name, target.prometheus_url, False
+        name, prom_url, production = target.name, target.prometheus_url, target.production
         tier = lab_ops.LabCanary(target, _say)
         image = _release(release, "RELEASE") if release else None
         before_state = lab_ops.current(target)
         if not before_state.canary_backends:
-            raise typer.BadParameter("the inventory has no edge_canary_backends to run a canary on",
+            raise typer.BadParameter(f"{target.name} has no edge_canary_backends to run a canary on",
                                      param_hint="RELEASE")
         before_doc = {b["name"]: before_state.release(b["name"]) for b in before_state.canary_backends}
 
@@ -656,7 +667,9 @@ def canary_deploy(
         raise typer.Exit(OK)
     if not prom_url:
         err.print("automata-lb: the analysis reads Prometheus: "
-                  + ("give --prometheus URL" if state.stack else "this lab has none (`make lab` starts it)"))
+                  + ("give --prometheus URL" if state.stack else
+                     "this lab has none (`make lab` starts it)" if state.target_kind == "lab" else
+                     "set monitoring_prometheus_url in the inventory"))
         raise typer.Exit(UNREACHABLE)
     _confirm(production, f"canary-deploy {rollout.release}", yes)
     started = time.monotonic()
@@ -673,9 +686,20 @@ def canary_deploy(
         err.print(f"automata-lb: canary-deploy stopped while {rollout.phase}: {exc}\n"
                   "  `canary-status` shows where it stands; `--resume` or `canary-abort` finishes it")
         raise typer.Exit(FAILED) from None
-    history.record(name, "canary-deploy", {"canary": rollout.canary_releases_before}, {"release": rollout.release},
+    if state.stack:
+        before, after = {"canary": rollout.canary_releases_before}, {"release": rollout.release}
+    else:
+        # What `rollback` reconciles back to: the state the rollout began
+        # from (its canary instances' releases as recorded when it began).
+        after = lab_ops.current(target).as_dict()
+        before = before_state.as_dict() | {"releases": {
+            **{k: v for k, v in before_state.releases.items() if k not in rollout.canary_releases_before},
+            **{k: v for k, v in rollout.canary_releases_before.items() if v != "canary"}}}
+        if resume:
+            before["canary_share"] = after["canary_share"]
+    history.record(name, "canary-deploy", before, after,
                    outcome=final, reason=rollout.reason, seconds=round(time.monotonic() - started, 1),
-                   steps=rollout.steps, analysis=rollout.last_analysis)
+                   release=rollout.release, steps=rollout.steps, analysis=rollout.last_analysis)
     out.print(f"{final}: {rollout.reason}")
     raise typer.Exit(OK if final == "promoted" else FAILED)
 
@@ -736,8 +760,9 @@ def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
                       dry_run, yes)
         return
     name = _release(release, "RELEASE")
-    if state.inventory:
-        _inventory_canary(resolve(), name, weight, dry_run, yes)
+    target = resolve()
+    if instances.of(target).refusal():   # nobody to deploy it: the weight alone
+        _inventory_canary(target, name, weight, dry_run, yes)
         return
 
     def desired(state_: LabState) -> LabState:
@@ -749,12 +774,13 @@ def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
         state_.canary_share = weight
         return state_
 
-    _lab_change("canary-deploy", desired, dry_run, {"release": name, "weight": weight})
+    _edge_change("canary-deploy", desired, dry_run, yes, {"release": name, "weight": weight})
 
 
 def _inventory_canary(target: Target, release: str, weight: int, dry_run: bool, yes: bool) -> None:
-    """Edge VMs: the canary instances are deployed by the release process;
-    this sends them WEIGHT percent once they answer as RELEASE."""
+    """Edge VMs whose inventory names no instance playbook: the canary
+    instances are deployed by the release process; this sends them WEIGHT
+    percent once they answer as RELEASE."""
     canaries = [b for b in target.backends if b.version == "canary"]
     if not canaries:
         raise typer.BadParameter(f"{target.name} has no edge_canary_backends to send traffic to", param_hint="RELEASE")
@@ -782,11 +808,11 @@ def _inventory_canary(target: Target, release: str, weight: int, dry_run: bool, 
     out.print(f"canary {release} takes {weight}% of canary-class traffic on every node")
 
 
-def _rollout_target() -> tuple[str, canary.Tier | None]:
+def _rollout_target() -> tuple[str, canary.Tier]:
     if state.stack:
         return f"stack-{state.stack}", stack_ops.StackCanary(state.stack, _say)
     target = resolve()
-    return target.name, lab_ops.LabCanary(target, _say) if target.kind == "lab" else None
+    return target.name, lab_ops.LabCanary(target, _say)
 
 
 @app.command("canary-status")
@@ -796,7 +822,7 @@ def canary_status(as_json: Annotated[bool, typer.Option("--json", help="Print th
     name, tier = _rollout_target()
     rollout, running = canary.load(name), canary.holder(name)
     try:
-        weights = tier.weights() if tier else {}
+        weights = tier.weights()
     except TargetError as exc:
         weights = {"error": str(exc)}
     doc = {"target": name, "summary": canary.describe(rollout, running), "running_pid": running,
@@ -835,8 +861,8 @@ def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
               f"then the canary instances back to {rollout.canary_releases_before}", soft_wrap=True, highlight=False)
     if dry_run:
         raise typer.Exit(OK)
-    if tier is None:
-        err.print("automata-lb: canary-abort drives the lab or a stack")
+    if not state.stack and (why := instances.of(resolve()).refusal()):
+        err.print(f"automata-lb: canary-abort puts the canary instances back: {why}")
         raise typer.Exit(USAGE)
     _confirm(bool(state.stack) and stack_ops.protected(state.stack), "canary-abort", yes)
     try:
@@ -928,13 +954,13 @@ def auto_scale(
     if min_replicas > max_replicas:
         raise typer.BadParameter(f"need --min-replicas ({min_replicas}) <= --max-replicas ({max_replicas})",
                                  param_hint="--min-replicas")
-    if max_replicas > lab_ops.MAX_STABLE:
-        raise typer.BadParameter(f"the lab holds at most {lab_ops.MAX_STABLE} stable instances",
+    if max_replicas > instances.LAB_STABLE:
+        raise typer.BadParameter(f"the lab holds at most {instances.LAB_STABLE} stable instances",
                                  param_hint="--max-replicas")
     target = resolve()
     if target.kind != "lab":
-        err.print(f"automata-lb: auto-scale on {target.name} would start and stop instances this tool does not "
-                  "manage on an inventory's VMs; it scales the lab, and a stack's HPAs (--stack)")
+        err.print(f"automata-lb: auto-scale on {target.name}: the autoscaler runs for the lab; an inventory's "
+                  "VMs scale with scale-up/scale-down, a stack's pods with its HPAs (--stack)")
         raise typer.Exit(USAGE)
     if not target.prometheus_url:
         err.print("automata-lb: the lab autoscaler reads Prometheus; this lab has none (`make lab` starts it)")
@@ -949,7 +975,7 @@ def auto_scale(
 
     def scale_to(n: int) -> None:
         before = lab_ops.current(target)
-        desired = lab_ops.with_stable_count(copy.deepcopy(before), n)
+        desired = lab_ops.with_stable_count(copy.deepcopy(before), n, instances.LabInstances().spares())
         _say(f"scaling to {n}")
         lab_ops.reconcile(target, desired, say=_say)
         history.record(target.name, "auto-scale", before.as_dict(), desired.as_dict(), outcome="done", replicas=n)
@@ -1018,8 +1044,12 @@ def rollback(dry_run: DryRun = False, yes: Yes = False, allow_capacity_drop: All
         history.record(target.name, "rollback", entry["after"], entry["before"], outcome="done",
                        undoes=entry["command"])
         return
+    if set(entry["before"]) != set(LabState.__dataclass_fields__):
+        err.print(f"automata-lb: the last change on {target.name}, `{entry['command']}`, recorded no state to go "
+                  "back to (it ended a rollout); `history` shows what ran")
+        raise typer.Exit(FAILED)
     out.print(f"rolling back `{entry['command']}` of {datetime.fromtimestamp(entry['time']):%Y-%m-%d %H:%M:%S}")
-    _lab_change("rollback", lambda _: LabState.from_dict(entry["before"]), dry_run, {"undoes": entry["command"]})
+    _edge_change("rollback", lambda _: LabState.from_dict(entry["before"]), dry_run, yes, {"undoes": entry["command"]})
 
 
 @app.command("load-test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

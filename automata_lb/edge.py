@@ -5,9 +5,10 @@ changes go through HAProxy's runtime API on each node.  Configuration
 changes are converges of playbooks/edge.yml, except three that
 node_edit.py makes on the nodes (checked, then reloaded), each after the
 inventory says the same, so the next converge changes nothing:
-- the backend instances: the configuration a converge would write,
-  rendered here by the roles (playbooks/render.yml) and installed where it
-  differs (apply_inventory);
+- the backend instances: stable servers added and removed line by line as
+  the render would list them (set_members, seconds), else the configuration
+  a converge would write, rendered here by the roles (playbooks/render.yml)
+  and installed where it differs (apply_inventory, ten seconds or more);
 - the canary share, which a progressive rollout moves every few seconds;
 - NGINX servers marked down while their instance is replaced (HAProxy's are
   drained through its runtime API).
@@ -122,6 +123,17 @@ def set_nginx_servers(target: Target, *, down: list[str] = (), up: list[str] = (
     on every node; {node: {"nginx": how, "servers": the names it has}}."""
     return _edit_all(target, f"NGINX servers down={list(down)} up={list(up)}",
                      {"op": "nginx_servers", "down": list(down), "up": list(up),
+                      "nginx_upstreams_file": nginx_render.UPSTREAMS_FILE})
+
+
+def set_members(target: Target, *, add: list[dict], remove: list[str], peer: str) -> dict[str, dict]:
+    """Stable servers added to (copies of `peer`'s lines) and removed from
+    every pool of both load balancers on every node, as the render of the
+    changed inventory lists them; {node: {"nginx": how, "haproxy": how}}.
+    Only for servers and a peer that carry the role's defaults alone
+    (lab_ops decides); anything else goes through apply_inventory."""
+    return _edit_all(target, "the pools' members",
+                     {"op": "members", "add": add, "remove": list(remove), "peer": peer,
                       "nginx_upstreams_file": nginx_render.UPSTREAMS_FILE})
 
 

@@ -1,11 +1,13 @@
-"""Changes to the lab's backends, by desired state: say what the lab should
-run, and `reconcile` gets there without dropping a request.
+"""Changes to the backends of the lab or of an inventory's edge nodes, by
+desired state: say what should run, and `reconcile` gets there without
+dropping a request.
 
 The state is what an operator would write by hand: the inventory's
 `edge_backends`, `edge_canary_backends` and canary share
 (`traffic_policy_overrides.canary.share`), plus what each backend runs
-(.lab/releases.json).  Every command computes the state it wants; rollback
-is reconciling back to the state a command recorded before it ran.
+(recorded by its instances' keeper, automata_lb/instances.py).  Every
+command computes the state it wants; rollback is reconciling back to the
+state a command recorded before it ran.
 
 Order, so that no request fails: new instances start and pass their health
 check first; an instance to replace is drained on HAProxy (at runtime)
@@ -27,16 +29,12 @@ import copy
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import httpx
-
-from lab import images, monitoring as lab_monitoring, stack as lab_stack, topology
 from traffic import model
 
-from . import edge, inventory
+from . import edge, instances, inventory
 from .targets import Target, TargetError
 from .wait import until
 
-MAX_STABLE = 9  # backend-1..9 at 10.77.7.21-29
 Say = Callable[[str], None]
 
 
@@ -67,41 +65,36 @@ def current(target: Target) -> LabState:
     share = model.load(overrides=overrides).canary.share
     return LabState(inventory.read(target.inventory, "edge_backends", []) or [],
                     inventory.read(target.inventory, "edge_canary_backends", []) or [],
-                    lab_stack.releases(), share)
+                    instances.of(target).releases(), share)
 
 
-def stable_backend(n: int) -> dict:
-    return {"name": f"backend-{n}", "address": f"10.77.7.{20 + n}", "port": topology.BACKEND_APP_PORT}
+class NoSpare(ValueError):
+    """More stable instances asked than the target can start."""
 
 
-def with_stable_count(state: LabState, n: int) -> LabState:
-    """`state` with n stable instances: new ones take the lowest free numbers,
-    and the highest-numbered go first."""
+def with_stable_count(state: LabState, n: int, spares: list[dict]) -> LabState:
+    """`state` with n stable instances: new ones are the first spares not in
+    use; the last spares go first, the instances that are no spare last."""
     used = {b["name"] for b in state.backends}
-    while len(state.backends) < n:
-        k = next(i for i in range(1, MAX_STABLE + 1) if f"backend-{i}" not in used)
-        state.backends.append(stable_backend(k))
-        used.add(f"backend-{k}")
-    state.backends = sorted(state.backends, key=lambda b: int(b["name"].rsplit("-", 1)[1]))[:n]
+    free = [s for s in spares if s["name"] not in used]
+    if n > len(state.backends) + len(free):
+        raise NoSpare(f"{len(state.backends)} stable instances run and {len(free)} more can start; {n} asked")
+    state.backends += free[:max(0, n - len(state.backends))]
+    order = {s["name"]: i for i, s in enumerate(spares)}
+    state.backends = sorted(state.backends, key=lambda b: order.get(b["name"], -1))[:n]
     return state
 
 
-def _topology_backend(entry: dict, track: str) -> topology.Backend:
-    known = {b.name: b for b in topology.BACKENDS}
-    if entry["name"] in known:
-        return known[entry["name"]]
-    return topology.Backend(entry["name"], entry["address"], 0, version=track)
+def refusal(target: Target, before: LabState, desired: LabState) -> str | None:
+    """Why `desired` cannot be reached from `before` on this target, before
+    anything is touched: instances to start or stop and nobody to do it."""
+    if before.names() == desired.names() and all(desired.release(n) == before.release(n) for n in desired.names()):
+        return None
+    return instances.of(target).refusal()
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     until(predicate, timeout, what, interval=0.3, error=TargetError)
-
-
-def _healthy(entry: dict) -> bool:
-    try:
-        return httpx.get(f"http://{entry['address']}:{entry['port']}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _sections(target: Target, server: str) -> dict[str, list[str]]:
@@ -158,15 +151,17 @@ def add_to_haproxy(target: Target, entry: dict, say: Say) -> None:
         say(f"{name} takes traffic on HAProxy (NGINX once its pools are written)")
 
 
-def _start(entry: dict, track: str, release: str | None, image: str, say: Say) -> None:
-    lab_stack.set_release(entry["name"], None if release in (None, track) else release)
-    backend = _topology_backend(entry, track)
+def _start(fleet: instances.Instances, entry: dict, track: str, release: str | None, say: Say) -> None:
     say(f"starting {entry['name']} ({release or track}) at {entry['address']}")
-    lab_stack.ensure_backend(backend, image, publish=backend.index > 0)
-    _wait(lambda: _healthy(entry), 60, f"{entry['name']} answering /health")
+    fleet.start(entry, track, release)
 
 
-def _replace(target: Target, entry: dict, track: str, release: str, image: str, say: Say) -> None:
+def _stop(fleet: instances.Instances, entry: dict, say: Say) -> None:
+    say(f"stopping {entry['name']} (SIGTERM: in-flight requests finish, WebSockets close with 1001)")
+    fleet.stop(entry)
+
+
+def _replace(target: Target, fleet: instances.Instances, entry: dict, track: str, release: str, say: Say) -> None:
     name = entry["name"]
     say(f"draining {name}: HAProxy at runtime, NGINX marks it down (checked file + reload)")
     set_server_state(target, name, "drain")
@@ -175,31 +170,55 @@ def _replace(target: Target, entry: dict, track: str, release: str, image: str, 
         _wait(lambda: _sessions(target, name) == 0, 30, f"{name} ending its sessions")
     except TargetError:
         say(f"{name}: sessions left after 30s; they end with its graceful shutdown")
-    say(f"stopping {name} (SIGTERM: in-flight requests finish, WebSockets close with 1001)")
-    lab_stack.remove_backend(name)
-    _start(entry, track, release, image, say)
+    _stop(fleet, entry, say)
+    _start(fleet, entry, track, release, say)
     set_server_state(target, name, "ready")
     edge.set_nginx_servers(target, up=[name])
     _wait(lambda: _up_everywhere(target, name), 60, f"HAProxy seeing {name} UP again")
     say(f"{name} runs {release} and takes traffic again")
 
 
+PLAIN_SERVER = {"name", "address", "port"}  # an inventory entry with nothing but the role's defaults
+
+
+def _members_change(target: Target, have: LabState, desired: LabState) -> dict | None:
+    """The stable servers to add and remove when the render of `desired`
+    lists exactly `have`'s servers minus some, plus new ones at the end, and
+    the new ones and the last one kept (whose lines they copy) carry only
+    the role's defaults; None when only a render can tell (canary pools
+    changed, a server in the middle, per-server settings, a drained peer)."""
+    removed = [b["name"] for b in have.backends if b["name"] not in {d["name"] for d in desired.backends}]
+    kept = [b for b in have.backends if b["name"] not in removed]
+    added = desired.backends[len(kept):]
+    if desired.canary_backends != have.canary_backends or not kept or desired.backends[:len(kept)] != kept:
+        return None
+    if any(set(b) != PLAIN_SERVER for b in [kept[-1], *added]):
+        return None
+    drained = inventory.read(target.inventory, "nginx_lb_drained_servers", []) or []
+    if not isinstance(drained, list) or kept[-1]["name"] in drained or any(b["name"] in drained for b in added):
+        return None
+    return {"add": added, "remove": removed, "peer": kept[-1]["name"]}
+
+
 def reconcile(target: Target, desired: LabState, say: Say) -> None:
     have = current(target)
+    if why := refusal(target, have, desired):
+        raise TargetError(why)
+    fleet = instances.of(target)
     tracks = {b["name"]: "stable" for b in desired.backends} | {b["name"]: "canary" for b in desired.canary_backends}
     entries = {b["name"]: b for b in desired.backends + desired.canary_backends}
-    image = images.ensure_backend()
+    old_entries = {b["name"]: b for b in have.backends + have.canary_backends}
 
     added = [n for n in desired.names() if n not in have.names()]
     removed = [n for n in have.names() if n not in desired.names()]
     replaced = [n for n in desired.names() if n in have.names() and desired.release(n) != have.release(n)]
 
     for name in added:
-        _start(entries[name], tracks[name], desired.releases.get(name), image, say)
+        _start(fleet, entries[name], tracks[name], desired.releases.get(name), say)
         if tracks[name] == "stable":
             add_to_haproxy(target, entries[name], say)
     for name in replaced:
-        _replace(target, entries[name], tracks[name], desired.release(name), image, say)
+        _replace(target, fleet, entries[name], tracks[name], desired.release(name), say)
     for name in removed:
         say(f"draining {name} on HAProxy")
         set_server_state(target, name, "drain")
@@ -215,21 +234,23 @@ def reconcile(target: Target, desired: LabState, say: Say) -> None:
     if changes:
         say("writing the inventory: " + ", ".join(changes))
         inventory.write(target.inventory, changes)
-        lab_monitoring.write_backend_targets(
-            lab_stack.PROMETHEUS_DIR, [(n, entries[n]["address"], tracks[n]) for n in desired.names()])
-        say("the load balancers' pools, as a converge would write them (checked, then reloaded)")
-        for node, how in edge.apply_inventory(target, say).items():
+        if members := _members_change(target, have, desired):
+            say("the load balancers' pools, line by line as a converge would write them (checked, then reloaded)")
+            answers = edge.set_members(target, **members)
+        else:
+            say("the load balancers' pools, as a converge would write them (checked, then reloaded)")
+            answers = edge.apply_inventory(target, say)
+        for node, how in answers.items():
             say(f"{node}: HAProxy {how['haproxy']}; NGINX {how['nginx']}")
     for name in removed:
-        say(f"stopping {name} (SIGTERM: in-flight requests finish, WebSockets close with 1001)")
-        lab_stack.remove_backend(name)
-        lab_stack.set_release(name, None)
+        _stop(fleet, old_entries[name], say)
 
 
 class LabCanary:
-    """The lab as a progressive rollout's tier: weights on both load
-    balancers of every edge node (edge.set_canary_share, recorded in the
-    inventory), instances through `reconcile`."""
+    """The lab's or an inventory's edge nodes as a progressive rollout's
+    tier: weights on both load balancers of every edge node
+    (edge.set_canary_share, recorded in the inventory), instances through
+    `reconcile`."""
 
     def __init__(self, target: Target, say: Say) -> None:
         self.target, self.say = target, say

@@ -15,6 +15,15 @@ library only.
   controller by playbooks/render.yml), when the backend instances change
   between converges: NGINX's files that differ go through the staging tree
   and `nginx -t`, HAProxy's through `haproxy -c`, then each reloads.
+- `members`: stable instances added to and removed from every pool of both
+  load balancers, as the render of the changed inventory would list them:
+  a new server's line is its peer's line (the last stable server, which the
+  caller made sure carries only the role's defaults) with the name and
+  address changed, right after it; a removed server's lines go.  NGINX
+  reloads after `nginx -t`; HAProxy's configuration is written after
+  `haproxy -c` and reloads only to let removed servers go (added ones are
+  already in through the runtime API).  Seconds, where a render through
+  Ansible takes ten or more.
 - `nginx_servers`: servers marked `down` (or not) in NGINX's pools, before an
   instance stops and after it is back.  NGINX has no runtime API; left alone,
   it learns of a stopped instance from failed requests and then shuns it for
@@ -177,6 +186,55 @@ def nginx_servers():
     return {"nginx": nginx_file(name, edited), "servers": sorted(found)}
 
 
+HAPROXY_SERVER = re.compile(r"^\s*server\s+(\S+)\s")
+
+
+def server_name(line):
+    """The server a line of NGINX's pools or of haproxy.cfg lists, or None."""
+    found = SERVER_LINE.match(line) or HAPROXY_SERVER.match(line)
+    if not found:
+        return None
+    return found.group(4) if found.re is SERVER_LINE else found.group(1)
+
+
+def with_members(text, add, remove, peer):
+    """`text` without the lines of the servers in `remove`, and with a copy of
+    each line of `peer` for every server of `add` right after it."""
+    peer_address = None
+    out = []
+    for line in text.split("\n"):
+        name = server_name(line)
+        if name in remove:
+            continue
+        out.append(line)
+        if name == peer:
+            if peer_address is None:
+                peer_address = next(t for t in line.split() if re.match(r"^[^#=;]+:\d+$", t))
+            for server in add:
+                copied = re.sub(rf"(?<!\S){re.escape(peer)}(?!\S)", server["name"], line)
+                out.append(re.sub(rf"(?<!\S){re.escape(peer_address)}(?!\S)",
+                                  f"{server['address']}:{server['port']}", copied))
+    return "\n".join(out)
+
+
+def members():
+    add, remove, peer = ARGS["add"], set(ARGS["remove"]), ARGS["peer"]
+    name = ARGS["nginx_upstreams_file"]
+    result = {"nginx": nginx_file(name, with_members(read(os.path.join(ARGS["nginx_conf_dir"], name)),
+                                                     add, remove, peer))}
+    cfg = ARGS["haproxy_config"]
+    text = read(cfg)
+    edited = with_members(text, add, remove, peer)
+    if edited == text:
+        result["haproxy"] = "unchanged"
+    else:
+        checked_haproxy_config(edited, "the edited config")
+        if remove:
+            subprocess.run(["systemctl", "reload", "haproxy"], check=True, capture_output=True)
+        result["haproxy"] = "reloaded" if remove else "written (servers added at runtime)"
+    return result
+
+
 def install_nginx(files):
     """The rendered tree `files` ({path under the conf dir: text}): the files
     that differ from the live tree are staged, the staged tree as a whole
@@ -228,4 +286,5 @@ def install():
 
 
 if __name__ == "__main__":
-    print(json.dumps({"share": share, "nginx_servers": nginx_servers, "install": install}[ARGS["op"]]()))
+    print(json.dumps({"share": share, "nginx_servers": nginx_servers, "members": members,
+                      "install": install}[ARGS["op"]]()))

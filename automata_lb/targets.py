@@ -7,7 +7,6 @@ connection settings the playbook uses; a stack is its config file.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -21,7 +20,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_JSON = ROOT / ".lab" / "lab.json"
-LAB_RELEASES = ROOT / ".lab" / "releases.json"
 LAB_INVENTORY = ROOT / ".lab" / "inventory"  # the running lab's copy of inventories/lab (lab/stack.py)
 LAB_RECORDS = ROOT / ".lab" / "automata-lb"
 CHECKOUT_RECORDS = ROOT / ".automata-lb"
@@ -146,7 +144,6 @@ class Backend:
     app_url: str | None = None      # reachable from here (the lab publishes every backend on loopback)
     admin_url: str | None = None    # the lab's fault-injection port
     container: str | None = None    # the lab's container
-    release: str = ""               # what it runs (X-Backend-Version), where known
 
 
 @dataclass(frozen=True)
@@ -159,6 +156,10 @@ class Target:
     prometheus_url: str | None = None
     production: bool = False
     extra: dict = field(default_factory=dict)
+    # An inventory's: the playbook that starts and stops one backend instance,
+    # and the instances scale-up may start (automata_lb/instances.py).
+    instance_playbook: Path | None = None
+    instance_spares: tuple[dict, ...] = ()
 
 
 def _inventory_backends(path: Path) -> list[tuple[str, dict]]:
@@ -196,11 +197,9 @@ def lab() -> Target:
                                     b["endpoints"]["admin"], b["container"]) for b in lab["backends"]}
     # The inventory says which instances the load balancers serve (scaling
     # adds some the lab did not start); lab.json adds what it publishes.
-    releases = json.loads(LAB_RELEASES.read_text()) if LAB_RELEASES.exists() else {}
-    backends = tuple(dataclasses.replace(
-        described.get(b["name"]) or Backend(b["name"], b["address"], int(b["port"]), track,
-                                            container=f"automata-lab-{b['name']}"),
-        release=releases.get(b["name"], track)) for track, b in _inventory_backends(LAB_INVENTORY))
+    backends = tuple(described.get(b["name"]) or Backend(b["name"], b["address"], int(b["port"]), track,
+                                                         container=f"automata-lab-{b['name']}")
+                     for track, b in _inventory_backends(LAB_INVENTORY))
     return Target("lab", "lab", LAB_INVENTORY, edges, backends,
                   prometheus_url=lab.get("prometheus", {}).get("url"), extra={"lab": lab})
 
@@ -238,7 +237,39 @@ def inventory(path: Path) -> Target:
                  for b in first.get("edge_canary_backends", [])]
     return Target("inventory", str(path), path, tuple(edges), tuple(backends),
                   prometheus_url=first.get("monitoring_prometheus_url"),
-                  production=path.resolve() != LAB_INVENTORY.resolve())
+                  production=path.resolve() != LAB_INVENTORY.resolve(),
+                  instance_playbook=_instance_playbook(path, first.get("automata_lb_instance_playbook")),
+                  instance_spares=_instance_spares(path, first.get("automata_lb_instance_spares")))
+
+
+def _instance_playbook(inventory: Path, value: object) -> Path | None:
+    """automata_lb_instance_playbook: a path, relative to the inventory's folder."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or "{{" in value:
+        raise TargetError(f"--inventory {inventory}: automata_lb_instance_playbook must be a plain path "
+                          f"(relative to the inventory's folder), not {value!r}")
+    folder = inventory if inventory.is_dir() else inventory.parent
+    return (folder / value).resolve()
+
+
+def _instance_spares(inventory: Path, value: object) -> tuple[dict, ...]:
+    """automata_lb_instance_spares: [{name, address, port}], the instances scale-up may start."""
+    if value in (None, ""):
+        return ()
+    problem = "a list of {name, address, port}"
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if not isinstance(item, dict) or set(item) != {"name", "address", "port"}:
+                problem = f"item {i} is {item!r}, not {{name, address, port}}"
+                break
+            if not str(item["port"]).isdigit() or not 0 < int(item["port"]) < 65536:
+                problem = f"item {i} ({item['name']}): port {item['port']!r} is not a TCP port"
+                break
+        else:
+            return tuple({"name": str(s["name"]), "address": str(s["address"]), "port": int(s["port"])}
+                         for s in value)
+    raise TargetError(f"--inventory {inventory}: automata_lb_instance_spares: {problem}")
 
 
 def _group_hosts(data: dict, group: str) -> list[str]:

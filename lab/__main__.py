@@ -1,4 +1,4 @@
-"""python -m lab up|converge|verify|down|status  (docs/lab.md)"""
+"""python -m lab up|converge|verify|down|status|instance  (docs/lab.md)"""
 
 from __future__ import annotations
 
@@ -40,6 +40,13 @@ def main() -> int:
     d = sub.add_parser("down", help="remove the lab's containers, network and .lab/")
     d.add_argument("--images", action="store_true", help="also remove the lab's images")
     sub.add_parser("status", help="list the lab's containers")
+    i = sub.add_parser("instance", help="start or stop one backend instance (the rehearsal inventory's "
+                                        "instance playbook calls this)")
+    i.add_argument("state", choices=("started", "stopped"))
+    i.add_argument("name")
+    i.add_argument("--address", help="its address on the lab network (started)")
+    i.add_argument("--track", choices=("stable", "canary"), default="stable")
+    i.add_argument("--release", help="what it runs (default: its track's release)")
     args, extra = parser.parse_known_args()
     if extra and args.command not in ("converge", "verify"):
         parser.error(f"unexpected arguments: {' '.join(extra)}")
@@ -52,6 +59,13 @@ def main() -> int:
         return verify(extra)
     elif args.command == "down":
         stack.down(remove_images=args.images)
+    elif args.command == "instance":
+        if args.state == "stopped":
+            stack.stop_instance(args.name)
+        elif not args.address:
+            parser.error("instance started: give --address")
+        else:
+            stack.start_instance(args.name, args.address, args.track, args.release)
     elif args.command == "status":
         for name, state in stack.status() or [("(no lab containers)", "")]:
             print(f"{name:32} {state}")

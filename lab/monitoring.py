@@ -71,6 +71,15 @@ def write_backend_targets(directory: Path, backends: list[tuple[str, str, str]])
     tmp.replace(directory / BACKEND_TARGETS)  # atomic: never a half-written file
 
 
+def set_backend_target(directory: Path, name: str, address: str | None, track: str = "stable") -> None:
+    """Scrape one more backend (`address` given) or one fewer (None), keeping
+    the others as they are."""
+    path = directory / BACKEND_TARGETS
+    kept = [(t["labels"]["instance"], t["targets"][0].rsplit(":", 1)[0], t["labels"]["version"])
+            for t in (json.loads(path.read_text()) if path.exists() else []) if t["labels"]["instance"] != name]
+    write_backend_targets(directory, kept + ([(name, address, track)] if address else []))
+
+
 def write_config(directory: Path) -> bool:
     """Write prometheus.yml and the rules; True when either changed."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import ipaddress
 import json
+import os
 import re
 import secrets
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import trustme
@@ -248,6 +250,35 @@ def remove_backend(name: str) -> None:
         podman("rm", "-f", container)
 
 
+def start_instance(name: str, address: str, track: str, release: str | None) -> None:
+    """Start one backend instance running `release` (None: its track's) and
+    return once it answers /health; Prometheus scrapes it from then on."""
+    set_release(name, None if release in (None, track) else release)
+    known = {b.name: b for b in topology.BACKENDS}
+    backend = known.get(name) or topology.Backend(name, address, 0, version=track)
+    # Instances the lab starts at `up` publish their ports on loopback; those
+    # scaling adds are reached on the lab network only.
+    ensure_backend(backend, images.ensure_backend(), publish=backend.index > 0)
+    until(lambda: _answers_health(address), 60, f"{name} answering /health", interval=0.3, error=RuntimeError)
+    monitoring.set_backend_target(PROMETHEUS_DIR, name, address, track)
+
+
+def stop_instance(name: str) -> None:
+    """Stop one backend instance (SIGTERM: it finishes what it serves) and
+    stop scraping it."""
+    remove_backend(name)
+    set_release(name, None)
+    monitoring.set_backend_target(PROMETHEUS_DIR, name, None)
+
+
+def _answers_health(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{topology.BACKEND_APP_PORT}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def _ensure_prometheus(image: str) -> None:
     changed = monitoring.write_config(PROMETHEUS_DIR)
     name = topology.container_name(topology.PROMETHEUS_NAME)
@@ -353,6 +384,14 @@ def _ensure_rehearsal() -> None:
         raise RuntimeError(f"{SEED_INVENTORY} no longer has the lines the rehearsal inventory replaces")
     edge_vars += f"\n# The lab's Prometheus, for automata-lb's metrics and canary analysis.\n" \
                  f"monitoring_prometheus_url: {monitoring.url()}\n"
+    edge_vars += "\n# How automata-lb starts and stops a backend instance (scale-up/down, rolling-update,\n" \
+                 "# canary-deploy), and the instances scale-up may start: the lab's instances are\n" \
+                 "# containers on the machine that runs the lab.\n" \
+                 f"automata_lb_instance_playbook: {os.path.relpath(ROOT / 'lab' / 'instance.yml', REHEARSAL_DIR)}\n" \
+                 "automata_lb_instance_spares:\n" + "".join(
+                     f"  - {{name: {s['name']}, address: {s['address']}, port: {s['port']}}}\n"
+                     for s in map(topology.stable_slot, range(1, topology.STABLE_SLOTS + 1))
+                     if s["name"] not in {b.name for b in topology.BACKENDS})
     (REHEARSAL_DIR / "group_vars" / "all" / "main.yml").write_text(all_vars)
     (REHEARSAL_DIR / "group_vars" / "edge" / "main.yml").write_text(edge_vars)
     vault = REHEARSAL_DIR / "group_vars" / "edge" / "vault.yml"

@@ -92,6 +92,15 @@ BACKENDS = [
     Backend("canary-1", "10.77.7.31", 4, version="canary"),
 ]
 
+# Scaling starts stable instances backend-1..9 at 10.77.7.21-29: the lab
+# network's room for them.
+STABLE_SLOTS = 9
+
+
+def stable_slot(n: int) -> dict:
+    """Stable instance n (1..STABLE_SLOTS) as the inventory lists it."""
+    return {"name": f"backend-{n}", "address": f"10.77.7.{20 + n}", "port": BACKEND_APP_PORT}
+
 
 def ai_pool() -> str:
     """AUTOMATA_AI_POOL of every lab backend: the stable backends, which

@@ -71,8 +71,8 @@ def test_a_vault_password_file_that_is_not_there_is_refused_before_anything(tmp_
 
 
 def test_auto_scale_on_an_inventory_is_refused_naming_it(tmp_path):
-    # It would start and stop instances: on VMs, machines the CLI does not manage.
+    # The autoscaler runs for the lab; VMs scale by command, pods by their HPAs.
     inventory = _inventory(tmp_path, "ansible_user: deploy\n")
     result = CliRunner().invoke(cli.app, ["--inventory", str(inventory), "auto-scale", "--duration", "5"])
     assert result.exit_code == 2
-    assert str(inventory) in result.output and "does not manage" in result.output
+    assert str(inventory) in result.output and "the autoscaler runs for the lab" in result.output

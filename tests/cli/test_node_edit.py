@@ -1,13 +1,15 @@
-"""node_edit.py marks NGINX servers down on the nodes between converges: its
-edit has to be what the role itself renders for `nginx_lb_drained_servers`,
-so a converge that drains the same server changes nothing, and taking the
-mark away gives back the undrained file."""
+"""node_edit.py edits the pools on the nodes between converges: it marks
+NGINX servers down, and adds and removes stable servers in both load
+balancers.  Each edit has to be what the role itself renders for the same
+inventory (`nginx_lb_drained_servers`, the longer or shorter
+`edge_backends`), so the next converge changes nothing."""
 
 from __future__ import annotations
 
 import pytest
 
-from automata_lb.node_edit import mark_servers
+from automata_lb.node_edit import mark_servers, with_members
+from traffic import haproxy as haproxy_render
 from traffic import model
 from traffic import nginx as render
 
@@ -37,3 +39,33 @@ def test_marking_up_gives_back_the_undrained_pools_and_leaves_other_drains():
 
 def test_a_server_nginx_does_not_have_changes_nothing():
     assert mark_servers(pools(), ["backend-9"], []) == (pools(), set())
+
+
+# --- members: stable servers added and removed between converges ---------------------
+
+PLAIN = [{"name": f"backend-{n}", "address": f"10.0.0.{n}", "port": 8000} for n in (1, 2, 3, 4, 5)]
+
+
+def both_pools(policy: model.Policy, servers: list[dict]) -> dict[str, str]:
+    stable = render.servers_from(servers)
+    return {"nginx": render.upstreams_block(policy, stable, CANARY, render.Options()),
+            "haproxy": haproxy_render.backends_block(policy, haproxy_render.servers_from(servers),
+                                                     haproxy_render.servers_from([{"name": "canary-1",
+                                                                                   "address": "10.0.0.31",
+                                                                                   "port": 8000}]),
+                                                     haproxy_render.Options())}
+
+
+# The lab's policy has every balancing the tiers share (round robin, least
+# connections, a client hash) and canary pools with stable backups.
+@pytest.mark.parametrize("lb", ["nginx", "haproxy"])
+def test_added_servers_are_what_the_render_of_the_longer_list_says(lb):
+    edited = with_members(both_pools(POLICY, PLAIN[:3])[lb], PLAIN[3:], set(), "backend-3")
+    assert edited == both_pools(POLICY, PLAIN)[lb]
+
+
+@pytest.mark.parametrize("lb", ["nginx", "haproxy"])
+def test_removed_servers_are_what_the_render_of_the_shorter_list_says(lb):
+    kept = [PLAIN[0], PLAIN[2]]
+    edited = with_members(both_pools(POLICY, PLAIN[:4])[lb], [], {"backend-2", "backend-4"}, "backend-3")
+    assert edited == both_pools(POLICY, kept)[lb]

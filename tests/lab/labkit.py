@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -72,28 +73,29 @@ def run_playbook(extra_vars: dict | None = None, *, limit: str | None = None,
     return ansible_playbook(playbook, INVENTORY, extra_vars, limit=limit, args=args)
 
 
-def put_back_the_inventorys_configs() -> dict[str, dict]:
-    """Every node's NGINX and HAProxy configuration as the lab inventory
-    renders it, installed where it differs (checked, then reloaded), without
-    a converge: what `automata-lb` does after a change.  {node: {lb: how}},
-    how being "unchanged" where the node already ran it."""
+def put_back_the_inventorys_configs(target=None) -> dict[str, dict]:
+    """Every node's NGINX and HAProxy configuration as the inventory renders
+    it (the lab's, or `target`'s), installed where it differs (checked, then
+    reloaded), without a converge: what `automata-lb` does after a change.
+    {node: {lb: how}}, how being "unchanged" where the node already ran it."""
     from automata_lb import edge, targets
-    return edge.apply_inventory(targets.lab(), lambda _: None)
+    return edge.apply_inventory(target or targets.lab(), lambda _: None)
 
 
-def disagreements_with_the_inventory(long_form: bool) -> list[str]:
-    """What the nodes run that the lab inventory does not say, after changes
-    made without a converge; [] when they agree.  Full form (make
-    test-long): a converge, which must change nothing.  Short form: the
-    roles' own templates render every node's NGINX and HAProxy files from
-    the inventory (playbooks/render.yml) and each node must already run
-    them, which is what that converge compares for the load balancers."""
+def disagreements_with_the_inventory(long_form: bool, target=None, args: list[str] | None = None) -> list[str]:
+    """What the nodes run that the inventory (the lab's, or `target`'s) does
+    not say, after changes made without a converge; [] when they agree.
+    Full form (make test-long): a converge, which must change nothing.
+    Short form: the roles' own templates render every node's NGINX and
+    HAProxy files from the inventory (playbooks/render.yml) and each node
+    must already run them, which is what that converge compares for the
+    load balancers."""
     if long_form:
-        result = run_playbook()
+        result = ansible_playbook(PLAYBOOK, target.inventory if target else INVENTORY, args=args)
         if result.rc != 0:
             return [f"the converge failed: {result.output[-3000:]}"]
         return [f"{host}: {n} changed: {result.changed_tasks.get(host)}" for host, n in result.changed.items() if n]
-    return [f"{name}: {lb} {how}" for name, answer in put_back_the_inventorys_configs().items()
+    return [f"{name}: {lb} {how}" for name, answer in put_back_the_inventorys_configs(target).items()
             for lb, how in answer.items() if how != "unchanged"]
 
 
@@ -116,6 +118,50 @@ def lab_policy(extra: dict | None = None):
     the lab's overrides, plus `extra`), for the numbers a test checks."""
     from traffic import model
     return model.load(overrides=model.deep_merge(lab_policy_overrides(), extra or {}))
+
+
+# --- changes the CLI makes -------------------------------------------------------------
+
+@contextmanager
+def backends_put_back(target, abort: Callable[[], object]) -> Iterator:
+    """Leaves the nodes and `target`'s inventory as they were, whatever the
+    block did: its instances and their releases, the canary weight on both
+    load balancers, the inventory's text.  A rollout still open (an earlier
+    test's, or the block's) is finished by `abort` (canary-abort)."""
+    from automata_lb import canary, inventory, lab_ops
+
+    def close_open_rollout() -> None:
+        if (r := canary.load(target.name)) and r.phase not in canary.FINISHED:
+            abort()
+
+    close_open_rollout()
+    variables = inventory.var_file(target.inventory, "edge_backends")
+    original, before = variables.read_text(), lab_ops.current(target)
+    try:
+        yield target
+    finally:
+        close_open_rollout()
+        variables.write_text(original)
+        lab_ops.reconcile(target, before, lambda _: None)
+        lab_ops.LabCanary(target, lambda _: None).set_weight(before.canary_share)
+        variables.write_text(original)  # set_weight may have written the share the policy already has
+
+
+def rollout_step_windows(rollout) -> list[tuple[int, float, float]]:
+    """(weight, start, end) of each weight a progressive rollout held, from
+    its events; the first 2 s after a change are left out (NGINX's new
+    workers start)."""
+    changes = [(e["weight"], e["time"]) for e in rollout.events if e["what"] == "weight"]
+    ends = [t for _, t in changes[1:]] + [time.time()]
+    return [(w, t + 2, end) for (w, t), end in zip(changes, ends, strict=True) if end - t > 6]
+
+
+def canary_class_loads(edge: dict, ca_cert: str, max_seconds: float) -> dict[str, LoadGenerator]:
+    """Steady canary-class requests through each load balancer of `edge`
+    ({"nginx": ..., "haproxy": ...}), not yet started."""
+    return {lb: LoadGenerator(edge["endpoints"][endpoint], ca_cert, ClientIPs(), http_workers=2, websockets=0,
+                              path="/api/canary", max_seconds=max_seconds)
+            for lb, endpoint in (("nginx", "nginx_https"), ("haproxy", "haproxy_http"))}
 
 
 # --- backends -----------------------------------------------------------------------

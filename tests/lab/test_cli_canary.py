@@ -1,15 +1,15 @@
 """The progressive canary on the lab, run as an operator runs it (the console
 script), under a steady load through both load balancers of edge-1.
 
-- healthy: steps 10 -> 25 -> 100, killed (SIGKILL) during the 25% step,
-  `canary-status` tells the truth, `--resume` finishes and promotes; at every
-  step the share each load balancer sent to the canary matches the weight;
-  no request fails;
 - bad: the canary answers 500 from its first step on: rolled back by itself
   within two intervals, no request served by a stable instance fails, and
   the requests the canary failed are bounded by weight x time x rate;
 - no traffic: the analysis waits and the rollout pauses instead of
   promoting; `canary-abort` finishes it.
+
+A healthy release (interrupted, resumed, promoted, each step's share
+measured) is rolled out through the production-shaped rehearsal inventory
+in test_rehearsal.py, on these same nodes.
 
 Intervals are short (15 s): the analysis runs every 5 s, the lab's scrape
 period.  Each scenario puts the lab back as it found it (inventory text,
@@ -26,46 +26,24 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from haproxy_lab import wait_until_settled
-from labkit import INVENTORY, ClientIPs, LoadGenerator, disagreements_with_the_inventory, node, wait_until
+from labkit import INVENTORY, LoadGenerator, backends_put_back, canary_class_loads, node, wait_until
 from test_cli_status import CLI, cli, cli_json
 
-from automata_lb import canary, lab_ops, targets
+from automata_lb import canary, targets
 
 HAPROXY_BACKENDS = ["api", "auth", "websocket", "ai"]
 VARS = INVENTORY.parent / "group_vars" / "edge" / "main.yml"
 INTERVAL = 15
-# The lab's canary is one instance beside three stable ones: at 25% it takes
-# what each stable instance takes, so the latency check compares like with
-# like.  At 50% it would serve three times a stable instance's share, and on
-# a busy two-core machine its p99 then honestly exceeds 1.5 x stable's.
+# The steps of test_rehearsal.py's healthy rollout (why 25% in the middle: there).
 STEPS = [10, 25, 100]
-MIDDLE = STEPS[1]
-# Binomial spread of the measured share over a step's few hundred requests is
-# 2-3 points; 10 points is over three standard deviations.
-SHARE_TOLERANCE = 10
-
-
-def _say(_: str) -> None:
-    pass
 
 
 @contextmanager
 def restored(lab: dict) -> Iterator[targets.Target]:
-    """Leaves the lab as it was: instances and their releases, the canary
-    weight on both load balancers, the inventory's text."""
     for e in lab["edges"]:
         wait_until_settled(node(e["name"]), HAPROXY_BACKENDS)
-    target = targets.lab()
-    if (r := canary.load(target.name)) and r.phase not in canary.FINISHED:
-        cli("canary-abort", timeout=300)
-    original, before = VARS.read_text(), lab_ops.current(target)
-    try:
+    with backends_put_back(targets.lab(), lambda: cli("canary-abort", timeout=300)) as target:
         yield target
-    finally:
-        VARS.write_text(original)
-        lab_ops.reconcile(target, before, _say)
-        lab_ops.LabCanary(target, _say).set_weight(before.canary_share)
-        VARS.write_text(original)  # set_weight may have written the share the policy already has
 
 
 @pytest.fixture
@@ -80,8 +58,8 @@ def _weights(status: dict) -> dict[tuple[str, str], int]:
 
 
 def _loads(edge: dict, ca_cert: str) -> tuple[LoadGenerator, LoadGenerator]:
-    return tuple(LoadGenerator(edge["endpoints"][lb], ca_cert, ClientIPs(), http_workers=2, websockets=0,
-                               path="/api/canary", max_seconds=600) for lb in ("nginx_https", "haproxy_http"))
+    loads = canary_class_loads(edge, ca_cert, max_seconds=600)
+    return loads["nginx"], loads["haproxy"]
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -90,85 +68,6 @@ def _start(*args: str) -> subprocess.Popen:
 
 def _rollout() -> canary.Rollout | None:
     return canary.load("lab")
-
-
-def _step_windows(rollout: canary.Rollout) -> list[tuple[int, float, float]]:
-    """(weight, start, end) of each weight the rollout held, from its events;
-    the first 2 s after a change are left out (NGINX's new workers start)."""
-    changes = [(e["weight"], e["time"]) for e in rollout.events if e["what"] == "weight"]
-    ends = [t for _, t in changes[1:]] + [time.time()]
-    return [(w, t + 2, end) for (w, t), end in zip(changes, ends, strict=True) if end - t > 6]
-
-
-# --- healthy, interrupted, resumed ----------------------------------------------
-
-@pytest.fixture(scope="module")
-def healthy(lab, edge, ca_cert, long_form):
-    nginx_load, haproxy_load = _loads(edge, ca_cert)
-    with restored(lab), nginx_load, haproxy_load:
-        first = _start("v2", "--steps", ",".join(map(str, STEPS)), "--interval", f"{INTERVAL}s")
-        wait_until(lambda: ((r := _rollout()) and r.phase == "stepping" and r.weight == MIDDLE) or first.poll() is not None,
-                 240)
-        first.kill()  # SIGKILL: no handler runs, the record stays as the last transition wrote it
-        first.wait(10)
-        rc_status, status = cli_json("canary-status")
-        resumed = subprocess.run([CLI, "canary-deploy", "--resume"], capture_output=True, text=True, timeout=400)
-        # What the instances answer once it is done, through HAProxy (weight 0: stable only).
-        ips = ClientIPs()
-        with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=10) as client:
-            answers = [client.get("/api/where", headers={"x-forwarded-for": ips.take()}) for _ in range(40)]
-        serving = {(r.headers["x-backend-instance"], r.headers["x-backend-version"]) for r in answers}
-        # The weights were written onto the nodes between converges: the inventory must say the same.
-        disagreements = disagreements_with_the_inventory(long_form)
-    yield {"status": (rc_status, status), "resumed": resumed, "rollout": _rollout(), "serving": serving,
-           "disagreements": disagreements,
-           "nginx": nginx_load.report, "haproxy": haproxy_load.report}
-
-
-def test_an_interrupted_rollout_is_explained_by_canary_status(healthy):
-    rc, doc = healthy["status"]
-    assert rc == 0
-    assert doc["running_pid"] is None
-    assert f"interrupted while stepping at step 2 of 3 ({MIDDLE}%)" in doc["summary"], doc["summary"]
-    # The truth from the nodes: every load balancer of every node still sends the middle step's weight.
-    weights = _weights(doc)
-    assert len(weights) == 4 and set(weights.values()) == {MIDDLE}, weights
-
-
-def test_resume_finishes_the_rollout_and_promotes(healthy):
-    resumed, rollout = healthy["resumed"], healthy["rollout"]
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert rollout.phase == "promoted" and rollout.weight == 0
-    assert [e["weight"] for e in rollout.events if e["what"] == "passed"][-2:] == [MIDDLE, 100]
-    # Every stable instance answers as v2 now, and the canary takes nothing.
-    assert {version for _, version in healthy["serving"]} == {"v2"}, healthy["serving"]
-    assert {instance for instance, _ in healthy["serving"]} == {"backend-1", "backend-2", "backend-3"}
-
-
-def test_the_inventory_and_the_nodes_agree_afterwards(healthy):
-    assert healthy["disagreements"] == []
-
-
-@pytest.mark.parametrize("lb", ["nginx", "haproxy"])
-def test_each_step_sends_its_weight_to_the_canary(healthy, lb):
-    report = healthy[lb]
-    measured = []
-    for weight, start, end in _step_windows(healthy["rollout"]):
-        served = [o for o in report.between(start, end) if o.instance]
-        if len(served) < 100:
-            continue
-        share = 100 * sum(o.instance == "canary-1" for o in served) / len(served)
-        measured.append((weight, round(share, 1), len(served)))
-    print(f"{lb}: (weight, measured canary share %, requests) {measured}")
-    assert {w for w, _, _ in measured} >= set(STEPS), measured
-    assert all(abs(share - weight) <= SHARE_TOLERANCE for weight, share, _ in measured), measured
-
-
-def test_no_request_failed_through_the_whole_rollout(healthy):
-    for lb in ("nginx", "haproxy"):
-        report = healthy[lb]
-        assert report.requests > 500, lb
-        assert report.failures == [], (lb, report.failures[:5])
 
 
 # --- a bad canary ---------------------------------------------------------------
