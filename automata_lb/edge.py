@@ -26,6 +26,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from traffic import model
 from traffic import nginx as nginx_render
 
@@ -39,7 +41,6 @@ NODE_EDIT = Path(__file__).with_name("node_edit.py").read_text()
 @functools.cache
 def _nginx_config_files() -> tuple[str, ...]:
     """The files of the NGINX tree the role renders, from the role itself."""
-    import yaml  # only for the role's own list
     return tuple(yaml.safe_load((ROOT / "roles/nginx_lb/vars/main.yml").read_text())["_nginx_lb_config_files"])
 
 

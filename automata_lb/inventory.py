@@ -7,34 +7,19 @@ inventory: the next converge of the playbook reports changed=0.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from . import playbook
-from .targets import ROOT, TargetError
-from .yamlio import plain, round_trip, set_top_level
+from .targets import ROOT, edge_var, edge_var_file
+from .yamlio import set_top_level
+
+# Where an edge variable is set, and its value: targets reads them too.
+var_file, read = edge_var_file, edge_var
 
 RENDER_PLAYBOOK = ROOT / "playbooks" / "render.yml"
-
-
-def var_file(inventory: Path, name: str) -> Path:
-    """The group_vars file of the edge group that defines `name`."""
-    directory = inventory if inventory.is_dir() else inventory.parent
-    candidates = sorted((directory / "group_vars").glob("edge/*.yml")) + sorted((directory / "group_vars").glob("edge.yml"))
-    for path in candidates:
-        if re.search(rf"^{re.escape(name)}:", path.read_text(), re.M):
-            return path
-    if candidates:
-        return candidates[0]
-    raise TargetError(f"{directory}: no group_vars for group 'edge' to hold {name}")
-
-
-def read(inventory: Path, name: str, default: Any = None) -> Any:
-    doc = round_trip().load(var_file(inventory, name).read_text()) or {}
-    return plain(doc.get(name, default))
 
 
 def write(inventory: Path, values: dict[str, Any]) -> None:

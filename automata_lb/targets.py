@@ -17,6 +17,11 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .yamlio import plain, round_trip
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB_JSON = ROOT / ".lab" / "lab.json"
@@ -57,7 +62,6 @@ _PATH_VARIABLES = {"nginx_lb": ("nginx_lb_conf_dir", "nginx_lb_staging_dir"),
 
 @functools.cache
 def _role_defaults() -> dict[str, str]:
-    import yaml  # only for the node paths
     found = {}
     for role, names in _PATH_VARIABLES.items():
         defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
@@ -162,11 +166,27 @@ class Target:
     instance_spares: tuple[dict, ...] = ()
 
 
-def _inventory_backends(path: Path) -> list[tuple[str, dict]]:
-    from . import inventory as inv  # the module needs targets' ROOT; import late
+def edge_var_file(inventory: Path, name: str) -> Path:
+    """The group_vars file of the edge group that defines `name`."""
+    directory = inventory if inventory.is_dir() else inventory.parent
+    candidates = sorted((directory / "group_vars").glob("edge/*.yml")) + sorted((directory / "group_vars").glob("edge.yml"))
+    for path in candidates:
+        if re.search(rf"^{re.escape(name)}:", path.read_text(), re.M):
+            return path
+    if candidates:
+        return candidates[0]
+    raise TargetError(f"{directory}: no group_vars for group 'edge' to hold {name}")
 
-    return [("stable", b) for b in inv.read(path, "edge_backends", []) or []] + \
-           [("canary", b) for b in inv.read(path, "edge_canary_backends", []) or []]
+
+def edge_var(inventory: Path, name: str, default: Any = None) -> Any:
+    """An edge variable as the inventory's file spells it (plain data, not templated)."""
+    doc = round_trip().load(edge_var_file(inventory, name).read_text()) or {}
+    return plain(doc.get(name, default))
+
+
+def _inventory_backends(path: Path) -> list[tuple[str, dict]]:
+    return [("stable", b) for b in edge_var(path, "edge_backends", []) or []] + \
+           [("canary", b) for b in edge_var(path, "edge_canary_backends", []) or []]
 
 
 def _truth(value: object) -> bool:
@@ -179,9 +199,7 @@ def _ssh_common_args(value: str | None) -> tuple[str, ...]:
 
 
 def _lab_group_vars() -> dict:
-    from . import inventory as inv  # the module needs targets' ROOT; import late
-
-    values = {name: inv.read(LAB_INVENTORY, name) for name in _role_defaults()}
+    values = {name: edge_var(LAB_INVENTORY, name) for name in _role_defaults()}
     return {name: value for name, value in values.items() if value is not None}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from traffic import haproxy as hx
 from traffic import istio as ix
 from traffic import nginx as nx
-from traffic.model import Policy, duration_ms, size_bytes
+from traffic.model import TLS_VERSIONS, Policy, duration_ms, size_bytes
 
 NGINX_RETRY = {"error": ("connect-failure", "reset"), "timeout": ("timeout",), "http_502": ("502",),
                "http_503": ("503",), "http_504": ("504",)}
@@ -291,7 +291,6 @@ def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> 
 
 
 def TLS_FROM(min_version: str) -> tuple[str, ...]:  # noqa: N802 - reads like the constant it wraps
-    from traffic.model import TLS_VERSIONS
     return TLS_VERSIONS[TLS_VERSIONS.index(min_version):]
 
 

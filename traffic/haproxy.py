@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from traffic import model
 from traffic.model import NON_IDEMPOTENT, Policy, PolicyError, RateLimit, TrafficClass, format_duration as dur
 
 BALANCE = {"round_robin": "roundrobin", "least_conn": "leastconn", "sticky_client": "source",
@@ -42,6 +43,9 @@ def check(policy: Policy) -> None:
                                                      f"({', '.join(RESERVED)}, st_*, *{CANARY_SUFFIX})")
         if cls.rate and cls.rate.interval_us >= PACK:
             raise PolicyError(f"classes.{cls.name}.rate.per_second", "must be at least 1 request a second")
+
+
+model.TIER_CHECKS["haproxy"] = check
 
 
 def pack(rate: RateLimit) -> int:

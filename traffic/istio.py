@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 
+from traffic import model
 from traffic.model import STICKY, Policy, PolicyError, TrafficClass, format_duration as dur
 
 # Retry conditions where the backend never got the request: safe for any method.
@@ -28,6 +29,9 @@ def check(policy: Policy) -> None:
     for cls in policy.classes:
         if cls.balance == "sticky_cookie" and cls.sticky_cookie and not re.fullmatch(r"[A-Za-z0-9_-]+", cls.sticky_cookie):
             raise PolicyError(f"classes.{cls.name}.sticky_cookie", "is not a cookie name Envoy can hash on")
+
+
+model.TIER_CHECKS["istio"] = check
 
 
 def notes(policy: Policy) -> list[str]:

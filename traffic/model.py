@@ -18,7 +18,7 @@ import copy
 import functools
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -475,13 +475,17 @@ def parse(document: Any) -> Policy:
     return policy
 
 
+# Each tier's renderer registers what it cannot express (`check`) when it is
+# imported; the package imports every renderer (traffic/__init__.py), so a
+# policy is checked for every tier it names however it was loaded.  The
+# model itself knows no renderer.
+TIER_CHECKS: dict[str, Callable[[Policy], None]] = {}
+
+
 def _check_tiers(policy: Policy) -> None:
     """What a tier cannot do at all is refused here, for every tier at once."""
-    # Imported here: the renderers import this module.
-    from traffic import haproxy, istio, nginx
-    for tier, module in (("nginx", nginx), ("haproxy", haproxy), ("istio", istio), ("local", nginx)):
-        if tier in policy.tiers:
-            module.check(policy)
+    for tier in policy.tiers:
+        TIER_CHECKS[tier](policy)
 
 
 def read(path: Path | str = POLICY_FILE) -> dict:

@@ -14,6 +14,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from traffic import model
 from traffic.model import Policy, PolicyError, TrafficClass, format_duration as dur, format_size
 
 # NGINX reads a cookie through $cookie_<name>: a variable name, so no dashes.
@@ -45,6 +46,10 @@ def check(policy: Policy) -> None:
     if not _COOKIE_VARIABLE.fullmatch(policy.canary.ab_cookie):
         raise PolicyError("canary.ab_cookie", f"{policy.canary.ab_cookie!r}: NGINX reads cookies as $cookie_<name>, "
                                               "so the name may hold only letters, digits and _")
+
+
+model.TIER_CHECKS["nginx"] = check
+model.TIER_CHECKS["local"] = check
 
 
 def notes(policy: Policy) -> list[str]:

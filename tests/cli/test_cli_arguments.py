@@ -19,9 +19,10 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def no_target(monkeypatch):
     """A command that gets past its options would reach for the target: fail the test instead."""
-    def reached():
+    def reached(*_):
         raise AssertionError("the command ran with a bad option")
-    monkeypatch.setattr(cli, "resolve", reached)
+    monkeypatch.setattr(cli.base, "lab", reached)
+    monkeypatch.setattr(cli.base, "inventory", reached)
 
 
 def refused(*args: str):

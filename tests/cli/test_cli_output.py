@@ -54,7 +54,7 @@ def names_whole(text: str, names: list[str]) -> list[str]:
 def target(monkeypatch):
     described = Target("inventory", "inventories/prod", Path("inventories/prod"), (), (),
                        prometheus_url="http://prometheus.monitoring.svc:9090")
-    monkeypatch.setattr(cli, "resolve", lambda: described)
+    monkeypatch.setattr(cli.base, "lab", lambda: described)
     return described
 
 
@@ -69,7 +69,7 @@ class NotANumberPrometheus(Prometheus):
 
 
 def test_metrics_json_is_strict_json_with_null_for_what_prometheus_could_not_compute(target, monkeypatch):
-    monkeypatch.setattr(cli, "Prometheus", NotANumberPrometheus)
+    monkeypatch.setattr(cli.reading, "Prometheus", NotANumberPrometheus)
     result = runner.invoke(cli.app, ["metrics", "--json"])
     assert result.exit_code == 0, result.output
     doc = strict_json(result.stdout)
@@ -79,7 +79,7 @@ def test_metrics_json_is_strict_json_with_null_for_what_prometheus_could_not_com
 
 
 def test_metrics_table_shows_a_dash_where_prometheus_has_no_number(target, monkeypatch):
-    monkeypatch.setattr(cli, "Prometheus", NotANumberPrometheus)
+    monkeypatch.setattr(cli.reading, "Prometheus", NotANumberPrometheus)
     result = runner.invoke(cli.app, ["metrics"])
     assert result.exit_code == 0, result.output
     assert "nan" not in result.stdout.lower() and "inf" not in result.stdout.lower()
@@ -87,7 +87,7 @@ def test_metrics_table_shows_a_dash_where_prometheus_has_no_number(target, monke
 
 
 def test_status_json_is_strict_json(target, monkeypatch):
-    monkeypatch.setattr(cli, "collect_status", lambda _: status_doc())
+    monkeypatch.setattr(cli.reading, "collect_status", lambda _: status_doc())
     result = runner.invoke(cli.app, ["status", "--json"])
     assert result.exit_code == 0, result.output
     servers = strict_json(result.stdout)["servers"]
@@ -113,7 +113,7 @@ def test_status_at_any_width_keeps_every_name_whole(width):
 
 
 def test_status_piped_keeps_every_name_whole_and_says_what_it_left_out(target, monkeypatch):
-    monkeypatch.setattr(cli, "collect_status", lambda _: status_doc())
+    monkeypatch.setattr(cli.reading, "collect_status", lambda _: status_doc())
     result = runner.invoke(cli.app, ["status"])  # not a terminal: rich assumes 80 columns
     assert result.exit_code == 0, result.output
     assert names_whole(result.stdout, [*NODES, *SERVERS, RELEASE]) == [], result.stdout
