@@ -132,7 +132,7 @@ def set_members(target: Target, *, add: list[dict], remove: list[str], peer: str
     every pool of both load balancers on every node, as the render of the
     changed inventory lists them; {node: {"nginx": how, "haproxy": how}}.
     Only for servers and a peer that carry the role's defaults alone
-    (lab_ops decides); anything else goes through apply_inventory."""
+    (backend_changes decides); anything else goes through apply_inventory."""
     return _edit_all(target, "the pools' members",
                      {"op": "members", "add": add, "remove": list(remove), "peer": peer,
                       "nginx_upstreams_file": nginx_render.UPSTREAMS_FILE})

@@ -20,9 +20,9 @@ import typer
 
 from infra.settings import ConfigError, Invalid, pinned_image
 
-from .. import history, instances, lab_ops
+from .. import backend_changes, history, instances
 from .. import stack as stack_ops
-from ..lab_ops import LabState
+from ..backend_changes import BackendState
 from ..targets import TargetError
 from .base import FAILED, OK, USAGE, err, out, resolve, state
 
@@ -67,17 +67,17 @@ def say(message: str) -> None:
     err.print(f"[dim]{datetime.now():%H:%M:%S}[/] {message}")
 
 
-def edge_change(command: str, desired_of: Callable[[LabState], LabState], dry_run: bool, yes: bool,
+def edge_change(command: str, desired_of: Callable[[BackendState], BackendState], dry_run: bool, yes: bool,
                  details: dict) -> None:
     """A change of the backends of the lab or of an inventory's edge nodes:
     plan `desired_of(what runs)`, refuse what cannot be done here before
     anything changes, print the plan, then (unless --dry-run) reconcile."""
     target = resolve()
-    before = lab_ops.current(target)
+    before = backend_changes.current(target)
     try:
         desired = desired_of(copy.deepcopy(before))
-        why = lab_ops.refusal(target, before, desired)
-    except lab_ops.NoSpare as exc:
+        why = backend_changes.refusal(target, before, desired)
+    except backend_changes.NoSpare as exc:
         if not (why := instances.of(target).refusal()):
             raise typer.BadParameter(f"{target.name}: {exc}" + ("" if target.kind == "lab" else
                                      f" (declare more in {instances.SPARES_VARIABLE})"), param_hint="COUNT") from None
@@ -94,10 +94,10 @@ def edge_change(command: str, desired_of: Callable[[LabState], LabState], dry_ru
     started = time.monotonic()
     with out.status("working..."):
         try:
-            lab_ops.reconcile(target, desired, say=say)
+            backend_changes.reconcile(target, desired, say=say)
         except TargetError as exc:
             err.print(f"automata-lb: {command} stopped: {exc}")
-            history.record(target.name, command, before.as_dict(), lab_ops.current(target).as_dict(),
+            history.record(target.name, command, before.as_dict(), backend_changes.current(target).as_dict(),
                            outcome="failed", error=str(exc), **details)
             raise typer.Exit(FAILED) from None
     seconds = time.monotonic() - started
@@ -106,7 +106,7 @@ def edge_change(command: str, desired_of: Callable[[LabState], LabState], dry_ru
     out.print(f"done in {seconds:.0f}s")
 
 
-def edge_plan(before: LabState, after: LabState) -> list[str]:
+def edge_plan(before: BackendState, after: BackendState) -> list[str]:
     lines = []
     for name in after.names():
         if name not in before.names():

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import edge, history
-from ..lab_ops import LabState
+from ..backend_changes import BackendState
 from .base import FAILED, OK, app, err, out, resolve, state
 from .changes import AllowCapacityDrop, DryRun, Yes, checked_image, confirm, edge_change, release_name, stack_change
 
@@ -27,7 +27,7 @@ def rolling_update(
         return
     name = release_name(release, "RELEASE")
 
-    def desired(state_: LabState) -> LabState:
+    def desired(state_: BackendState) -> BackendState:
         for b in state_.backends:
             state_.releases[b["name"]] = name
         return state_
@@ -61,11 +61,11 @@ def rollback(dry_run: DryRun = False, yes: Yes = False, allow_capacity_drop: All
         history.record(target.name, "rollback", entry["after"], entry["before"], outcome="done",
                        undoes=entry["command"])
         return
-    if set(entry["before"]) != set(LabState.__dataclass_fields__):
+    if set(entry["before"]) != set(BackendState.__dataclass_fields__):
         err.print(f"automata-lb: the last change on {target.name}, `{entry['command']}`, recorded no state to go "
                   "back to (it ended a rollout); `history` shows what ran")
         raise typer.Exit(FAILED)
     out.print(f"rolling back `{entry['command']}` of {datetime.fromtimestamp(entry['time']):%Y-%m-%d %H:%M:%S}")
-    edge_change("rollback", lambda _: LabState.from_dict(entry["before"]), dry_run, yes, {"undoes": entry["command"]})
+    edge_change("rollback", lambda _: BackendState.from_dict(entry["before"]), dry_run, yes, {"undoes": entry["command"]})
 
 

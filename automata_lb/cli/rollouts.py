@@ -13,9 +13,9 @@ import typer
 from infra.settings import ConfigError
 from monitoring import canary_analysis
 
-from .. import canary, edge, history, instances, lab_ops
+from .. import backend_changes, canary, edge, history, instances
 from .. import stack as stack_ops
-from ..lab_ops import LabState
+from ..backend_changes import BackendState
 from ..output import Column, emit_json, show, table
 from ..prom import Prometheus
 from ..targets import Target, TargetError
@@ -66,7 +66,7 @@ def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
         _inventory_canary(target, name, weight, dry_run, yes)
         return
 
-    def desired(state_: LabState) -> LabState:
+    def desired(state_: BackendState) -> BackendState:
         if not state_.canary_backends:
             raise typer.BadParameter("the inventory has no edge_canary_backends to run a canary on",
                                      param_hint="RELEASE")
@@ -139,9 +139,9 @@ def deploy(release: str | None, steps: str | None, interval: str, analysis_file:
             err.print(f"automata-lb: a progressive canary deploys the release onto the canary instances: {why}")
             raise typer.Exit(USAGE)
         name, prom_url, production = target.name, target.prometheus_url, target.production
-        tier = lab_ops.LabCanary(target, say)
+        tier = backend_changes.EdgeCanary(target, say)
         image = release_name(release, "RELEASE") if release else None
-        before_state = lab_ops.current(target)
+        before_state = backend_changes.current(target)
         if not before_state.canary_backends:
             raise typer.BadParameter(f"{target.name} has no edge_canary_backends to run a canary on",
                                      param_hint="RELEASE")
@@ -190,7 +190,7 @@ def deploy(release: str | None, steps: str | None, interval: str, analysis_file:
     else:
         # What `rollback` reconciles back to: the state the rollout began
         # from (its canary instances' releases as recorded when it began).
-        after = lab_ops.current(target).as_dict()
+        after = backend_changes.current(target).as_dict()
         before = before_state.as_dict() | {"releases": {
             **{k: v for k, v in before_state.releases.items() if k not in rollout.canary_releases_before},
             **{k: v for k, v in rollout.canary_releases_before.items() if v != "canary"}}}
@@ -250,7 +250,7 @@ def _rollout_target() -> tuple[str, canary.Tier]:
     if state.stack:
         return f"stack-{state.stack}", stack_ops.StackCanary(state.stack, say)
     target = resolve()
-    return target.name, lab_ops.LabCanary(target, say)
+    return target.name, backend_changes.EdgeCanary(target, say)
 
 
 @app.command("canary-status")

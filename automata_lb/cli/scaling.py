@@ -10,9 +10,9 @@ import typer
 
 from infra import naming
 
-from .. import autoscale, history, instances, lab_ops
+from .. import autoscale, backend_changes, history, instances
 from .. import stack as stack_ops
-from ..lab_ops import LabState
+from ..backend_changes import BackendState
 from ..prom import Prometheus
 from .base import OK, UNREACHABLE, USAGE, app, bounded, err, out, resolve, state
 from .changes import AllowCapacityDrop, DryRun, Yes, edge_change, say, stack_change
@@ -65,14 +65,14 @@ def _scale(sign: int, count: int, to: bool, traffic_class: str, dry_run: bool, y
         stack_change(command, values, dry_run, yes, allow_capacity_drop)
         return
 
-    def desired(state_: LabState) -> LabState:
+    def desired(state_: BackendState) -> BackendState:
         have = len(state_.backends)
         wanted = count if to else have + sign * count
         if wanted < 1:
             raise typer.BadParameter(f"{have} stable instances run; {wanted} would leave none", param_hint="COUNT")
         if (sign > 0 and wanted < have) or (sign < 0 and wanted > have):
             raise typer.BadParameter(f"{have} run already; --to {count} would go the other way", param_hint="COUNT")
-        return lab_ops.with_stable_count(state_, wanted, fleet.spares())
+        return backend_changes.with_stable_count(state_, wanted, fleet.spares())
 
     fleet = instances.of(resolve())
     edge_change(command, desired, dry_run, yes, {"count": count, "to": to})
@@ -169,14 +169,14 @@ def auto_scale(
         raise typer.Exit(OK)
 
     def scale_to(n: int) -> None:
-        before = lab_ops.current(target)
-        desired = lab_ops.with_stable_count(copy.deepcopy(before), n, instances.LabInstances().spares())
+        before = backend_changes.current(target)
+        desired = backend_changes.with_stable_count(copy.deepcopy(before), n, instances.LabInstances().spares())
         say(f"scaling to {n}")
-        lab_ops.reconcile(target, desired, say=say)
+        backend_changes.reconcile(target, desired, say=say)
         history.record(target.name, "auto-scale", before.as_dict(), desired.as_dict(), outcome="done", replicas=n)
 
     scaler = autoscale.Autoscaler(Prometheus(target.prometheus_url), policy,
-                                  replicas=lambda: len(lab_ops.current(target).backends), scale_to=scale_to, say=say)
+                                  replicas=lambda: len(backend_changes.current(target).backends), scale_to=scale_to, say=say)
     with contextlib.suppress(KeyboardInterrupt):
         scaler.run(duration)
 

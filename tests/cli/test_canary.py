@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from automata_lb import canary, cli, lab_ops
+from automata_lb import backend_changes, canary, cli
 from automata_lb import stack as stack_ops
 from automata_lb.prom import PrometheusError
 from automata_lb.targets import ROOT
@@ -209,7 +209,7 @@ def test_the_cli_refuses_a_second_rollout_and_resumes_nothing_finished(rollouts,
     lab_json.write_text('{"edges": [], "backends": []}')
     monkeypatch.setattr("automata_lb.targets.LAB_JSON", lab_json)
     monkeypatch.setattr("automata_lb.targets.LAB_INVENTORY", ROOT / "inventories" / "lab")
-    monkeypatch.setattr("automata_lb.lab_ops.current", lambda target: lab_ops.LabState(
+    monkeypatch.setattr("automata_lb.backend_changes.current", lambda target: backend_changes.BackendState(
         [{"name": "backend-1"}], [{"name": "canary-1"}], {}, 10))
     canary.save(canary.Rollout("lab", "v2", [10, 50], 30.0, ANALYSIS.as_dict(), {}, phase="stepping"))
     runner = CliRunner()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from automata_lb import cli, instances, lab_ops, targets
+from automata_lb import backend_changes, cli, instances, targets
 
 SEED = targets.ROOT / "inventories" / "lab"
 HOOK = """\
@@ -128,9 +128,9 @@ def test_a_playbook_that_fails_stops_the_change_naming_its_task(with_hook):
 
 def test_scaling_takes_spares_in_order_and_gives_back_the_last_first():
     spares = [{"name": f"backend-{n}"} for n in (4, 5, 6)]
-    state = lab_ops.LabState([{"name": "web-a"}, {"name": "web-b"}], [], {}, 10)
-    up = lab_ops.with_stable_count(state, 4, spares)
+    state = backend_changes.BackendState([{"name": "web-a"}, {"name": "web-b"}], [], {}, 10)
+    up = backend_changes.with_stable_count(state, 4, spares)
     assert [b["name"] for b in up.backends] == ["web-a", "web-b", "backend-4", "backend-5"]
-    down = lab_ops.with_stable_count(up, 3, spares)
+    down = backend_changes.with_stable_count(up, 3, spares)
     assert [b["name"] for b in down.backends] == ["web-a", "web-b", "backend-4"]
-    assert [b["name"] for b in lab_ops.with_stable_count(down, 1, spares).backends] == ["web-a"]
+    assert [b["name"] for b in backend_changes.with_stable_count(down, 1, spares).backends] == ["web-a"]

@@ -34,6 +34,7 @@ import testinfra
 # asyncio's single-threaded TLS, measured on 400 each against edge-1).
 from websockets.asyncio.client import connect as ws_connect
 
+from automata_lb import backend_changes, canary, edge, inventory, targets
 from automata_lb.targets import LAB_INVENTORY
 from tests.kit import PlaybookRun, ansible_playbook, wait_until
 
@@ -78,7 +79,6 @@ def put_back_the_inventorys_configs(target=None) -> dict[str, dict]:
     it (the lab's, or `target`'s), installed where it differs (checked, then
     reloaded), without a converge: what `automata-lb` does after a change.
     {node: {lb: how}}, how being "unchanged" where the node already ran it."""
-    from automata_lb import edge, targets
     return edge.apply_inventory(target or targets.lab(), lambda _: None)
 
 
@@ -128,22 +128,20 @@ def backends_put_back(target, abort: Callable[[], object]) -> Iterator:
     block did: its instances and their releases, the canary weight on both
     load balancers, the inventory's text.  A rollout still open (an earlier
     test's, or the block's) is finished by `abort` (canary-abort)."""
-    from automata_lb import canary, inventory, lab_ops
-
     def close_open_rollout() -> None:
         if (r := canary.load(target.name)) and r.phase not in canary.FINISHED:
             abort()
 
     close_open_rollout()
     variables = inventory.var_file(target.inventory, "edge_backends")
-    original, before = variables.read_text(), lab_ops.current(target)
+    original, before = variables.read_text(), backend_changes.current(target)
     try:
         yield target
     finally:
         close_open_rollout()
         variables.write_text(original)
-        lab_ops.reconcile(target, before, lambda _: None)
-        lab_ops.LabCanary(target, lambda _: None).set_weight(before.canary_share)
+        backend_changes.reconcile(target, before, lambda _: None)
+        backend_changes.EdgeCanary(target, lambda _: None).set_weight(before.canary_share)
         variables.write_text(original)  # set_weight may have written the share the policy already has
 
 

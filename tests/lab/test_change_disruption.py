@@ -26,7 +26,7 @@ from haproxy_lab import wait_until_settled
 from labkit import ClientIPs, LoadGenerator, backends_put_back, node
 from test_cli_status import HAPROXY_BACKENDS, cli
 
-from automata_lb import edge, instances, lab_ops, targets
+from automata_lb import backend_changes, edge, instances, targets
 
 CHANGES = 20
 ANSWERS_AFTER_EACH = 100
@@ -40,9 +40,9 @@ def _clients(edge_: dict, ca_cert: str) -> dict[tuple[str, bool], LoadGenerator]
 
 def _membership(target: targets.Target, i: int, stable: int) -> None:
     want = stable + (1 if i % 2 == 0 else 0)
-    desired = lab_ops.with_stable_count(copy.deepcopy(lab_ops.current(target)), want,
+    desired = backend_changes.with_stable_count(copy.deepcopy(backend_changes.current(target)), want,
                                         instances.LabInstances().spares())
-    lab_ops.reconcile(target, desired, lambda _: None)
+    backend_changes.reconcile(target, desired, lambda _: None)
 
 
 def _weight(target: targets.Target, i: int, share: int) -> None:
@@ -57,7 +57,7 @@ def measured(lab, edge, ca_cert, long_form):
     for e in lab["edges"]:
         wait_until_settled(node(e["name"]), HAPROXY_BACKENDS)
     with backends_put_back(targets.lab(), lambda: cli("canary-abort", timeout=300)) as target:
-        before = lab_ops.current(target)
+        before = backend_changes.current(target)
         for kind, change, start in (("membership", _membership, len(before.backends)),
                                     ("weight", _weight, before.canary_share)):
             clients = _clients(edge, ca_cert)

@@ -39,7 +39,7 @@ Say = Callable[[str], None]
 
 
 @dataclass
-class LabState:
+class BackendState:
     backends: list[dict]
     canary_backends: list[dict]
     releases: dict[str, str]
@@ -49,7 +49,7 @@ class LabState:
         return copy.deepcopy(asdict(self))
 
     @classmethod
-    def from_dict(cls, doc: dict) -> LabState:
+    def from_dict(cls, doc: dict) -> BackendState:
         return cls(**copy.deepcopy(doc))
 
     def names(self) -> list[str]:
@@ -60,10 +60,10 @@ class LabState:
         return self.releases.get(name, track)
 
 
-def current(target: Target) -> LabState:
+def current(target: Target) -> BackendState:
     overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
     share = model.load(overrides=overrides).canary.share
-    return LabState(inventory.read(target.inventory, "edge_backends", []) or [],
+    return BackendState(inventory.read(target.inventory, "edge_backends", []) or [],
                     inventory.read(target.inventory, "edge_canary_backends", []) or [],
                     instances.of(target).releases(), share)
 
@@ -72,7 +72,7 @@ class NoSpare(ValueError):
     """More stable instances asked than the target can start."""
 
 
-def with_stable_count(state: LabState, n: int, spares: list[dict]) -> LabState:
+def with_stable_count(state: BackendState, n: int, spares: list[dict]) -> BackendState:
     """`state` with n stable instances: new ones are the first spares not in
     use; the last spares go first, the instances that are no spare last."""
     used = {b["name"] for b in state.backends}
@@ -85,7 +85,7 @@ def with_stable_count(state: LabState, n: int, spares: list[dict]) -> LabState:
     return state
 
 
-def refusal(target: Target, before: LabState, desired: LabState) -> str | None:
+def refusal(target: Target, before: BackendState, desired: BackendState) -> str | None:
     """Why `desired` cannot be reached from `before` on this target, before
     anything is touched: instances to start or stop and nobody to do it."""
     if before.names() == desired.names() and all(desired.release(n) == before.release(n) for n in desired.names()):
@@ -181,7 +181,7 @@ def _replace(target: Target, fleet: instances.Instances, entry: dict, track: str
 PLAIN_SERVER = {"name", "address", "port"}  # an inventory entry with nothing but the role's defaults
 
 
-def _members_change(target: Target, have: LabState, desired: LabState) -> dict | None:
+def _members_change(target: Target, have: BackendState, desired: BackendState) -> dict | None:
     """The stable servers to add and remove when the render of `desired`
     lists exactly `have`'s servers minus some, plus new ones at the end, and
     the new ones and the last one kept (whose lines they copy) carry only
@@ -200,7 +200,7 @@ def _members_change(target: Target, have: LabState, desired: LabState) -> dict |
     return {"add": added, "remove": removed, "peer": kept[-1]["name"]}
 
 
-def reconcile(target: Target, desired: LabState, say: Say) -> None:
+def reconcile(target: Target, desired: BackendState, say: Say) -> None:
     have = current(target)
     if why := refusal(target, have, desired):
         raise TargetError(why)
@@ -226,7 +226,7 @@ def reconcile(target: Target, desired: LabState, say: Say) -> None:
     if desired.canary_share != have.canary_share:
         say(f"canary share {have.canary_share}% -> {desired.canary_share}% (checked file + reload on NGINX, "
             "runtime API on HAProxy; the inventory says the same)")
-        LabCanary(target, say).set_weight(desired.canary_share)
+        EdgeCanary(target, say).set_weight(desired.canary_share)
 
     changes = {k: v for k, v in (("edge_backends", desired.backends),
                                  ("edge_canary_backends", desired.canary_backends))
@@ -246,7 +246,7 @@ def reconcile(target: Target, desired: LabState, say: Say) -> None:
         _stop(fleet, old_entries[name], say)
 
 
-class LabCanary:
+class EdgeCanary:
     """The lab's or an inventory's edge nodes as a progressive rollout's
     tier: weights on both load balancers of every edge node
     (edge.set_canary_share, recorded in the inventory), instances through
