@@ -33,6 +33,7 @@ import testinfra
 # TLS WebSocket handshake in 300 stalled for 10 s with it (never with
 # asyncio's single-threaded TLS, measured on 400 each against edge-1).
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from automata_lb import backend_changes, canary, edge, inventory, targets
 from automata_lb.targets import LAB_INVENTORY
@@ -400,3 +401,45 @@ class LoadGenerator:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=self.timeout + 5)
+
+
+class WebSocketWatch:
+    """WebSockets held open through NGINX; records how each one ended."""
+
+    def __init__(self, base_url: str, ca_cert: str, ips: ClientIPs, count: int = 4, max_seconds: float = 600) -> None:
+        self.base_url, self.ca_cert, self.ips, self.count = base_url, ca_cert, ips, count
+        self.deadline = time.monotonic() + max_seconds
+        self.ended: list[tuple[str, int | None]] = []   # (instance, close code)
+        self.echoes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _session(self, n: int) -> None:
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            instance = "?"
+            try:
+                async with ws_connect(ws_url(self.base_url), ssl=tls_context(self.ca_cert), open_timeout=10,
+                                      additional_headers={"x-forwarded-for": self.ips.take()}) as ws:
+                    instance = json.loads(await asyncio.wait_for(ws.recv(), 10))["instance"]
+                    while not self._stop.is_set() and time.monotonic() < self.deadline:
+                        await ws.send(f"{n}")
+                        while json.loads(await asyncio.wait_for(ws.recv(), 10)).get("data") != f"{n}":
+                            pass
+                        self.echoes += 1
+                        await asyncio.sleep(0.3)  # pacing: a message every 0.3 s
+                    return
+            except ConnectionClosed as closed:
+                self.ended.append((instance, closed.rcvd.code if closed.rcvd else None))
+            except Exception as exc:  # noqa: BLE001 - a failed handshake or a stalled echo is a failure too
+                self.ended.append((instance, f"{type(exc).__name__}: {exc}"))
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._session(n) for n in range(self.count)))
+
+    def __enter__(self) -> WebSocketWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

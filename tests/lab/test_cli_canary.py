@@ -110,8 +110,9 @@ def test_a_failing_canary_is_rolled_back_by_itself(lab_restored, lab, edge, ca_c
 # --- no traffic -----------------------------------------------------------------
 
 def test_without_traffic_the_analysis_waits_instead_of_promoting(lab_restored):
-    proc = subprocess.run([CLI, "canary-deploy", "v-idle", "--steps", "10,100", "--interval", "10s",
-                           "--set", "max_inconclusive=2"], capture_output=True, text=True, timeout=300)
+    # One analysis without canary traffic is enough to pause: none passes.
+    proc = subprocess.run([CLI, "canary-deploy", "v-idle", "--steps", "10,100", "--interval", "5s",
+                           "--set", "max_inconclusive=1"], capture_output=True, text=True, timeout=300)
     rollout = _rollout()
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert rollout.phase == "paused" and rollout.step == 0 and rollout.weight == 10

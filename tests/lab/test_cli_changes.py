@@ -1,30 +1,29 @@
 """automata-lb's changes on the lab, under a steady load through both load
 balancers.  No request may fail, WebSockets on replaced instances must end
 with a clean close (1001, going away), and afterwards the inventory and the
-nodes agree (a converge changes nothing).
+nodes agree (short form: the roles' render; make test-long: a converge,
+changed=0).
 
-The sequence: scale-up, canary-deploy, rollback, rolling-update, rollback,
-scale-down.  Only the two scaling steps change the backend lists (a
-converge each); the others replace instances and move the canary share.
+The sequence, the README's own commands: scale-up, canary-deploy, rollback,
+scale-down; make test-long adds a rolling-update of every stable instance
+and its rollback.  The same reconciler replaces every stable instance
+twice (promotion, rollback) under load and WebSockets in make test's
+rehearsal through a production-shaped inventory (test_rehearsal.py); here
+it drives the lab's own containers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import subprocess
-import threading
 import time
 from collections import Counter
 
 import httpx
 import pytest
 from haproxy_lab import wait_until_settled
-from labkit import (INVENTORY, ClientIPs, LoadGenerator, disagreements_with_the_inventory, node, tls_context, wait_until,
-                    ws_url)
+from labkit import (INVENTORY, ClientIPs, LoadGenerator, WebSocketWatch, disagreements_with_the_inventory, node,
+                    wait_until)
 from test_cli_status import CLI, cli, cli_json
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
 
 from automata_lb import inventory as inv
 
@@ -36,48 +35,11 @@ SEQUENCE = [("scale-up", ["scale-up", "1"]),
             ("rolling-update", ["rolling-update", "v3"]),
             ("rollback-update", ["rollback"]),
             ("scale-down", ["scale-down", "1"])]
+LONG_ONLY = {"rolling-update", "rollback-update"}
 
 
-class WebSocketWatch:
-    """WebSockets held open through NGINX; records how each one ended."""
-
-    def __init__(self, base_url: str, ca_cert: str, ips: ClientIPs, count: int = 4, max_seconds: float = 600) -> None:
-        self.base_url, self.ca_cert, self.ips, self.count = base_url, ca_cert, ips, count
-        self.deadline = time.monotonic() + max_seconds
-        self.ended: list[tuple[str, int | None]] = []   # (instance, close code)
-        self.echoes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    async def _session(self, n: int) -> None:
-        while not self._stop.is_set() and time.monotonic() < self.deadline:
-            instance = "?"
-            try:
-                async with ws_connect(ws_url(self.base_url), ssl=tls_context(self.ca_cert), open_timeout=10,
-                                      additional_headers={"x-forwarded-for": self.ips.take()}) as ws:
-                    instance = json.loads(await asyncio.wait_for(ws.recv(), 10))["instance"]
-                    while not self._stop.is_set() and time.monotonic() < self.deadline:
-                        await ws.send(f"{n}")
-                        while json.loads(await asyncio.wait_for(ws.recv(), 10)).get("data") != f"{n}":
-                            pass
-                        self.echoes += 1
-                        await asyncio.sleep(0.3)  # pacing: a message every 0.3 s
-                    return
-            except ConnectionClosed as closed:
-                self.ended.append((instance, closed.rcvd.code if closed.rcvd else None))
-            except Exception as exc:  # noqa: BLE001 - a failed handshake or a stalled echo is a failure too
-                self.ended.append((instance, f"{type(exc).__name__}: {exc}"))
-
-    async def _run(self) -> None:
-        await asyncio.gather(*(self._session(n) for n in range(self.count)))
-
-    def __enter__(self) -> WebSocketWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
+def _sequence(long_form: bool) -> list[tuple[str, list[str]]]:
+    return [(name, args) for name, args in SEQUENCE if long_form or name not in LONG_ONLY]
 
 
 def _instances(client: httpx.Client, ips: ClientIPs, count: int) -> Counter:
@@ -90,7 +52,7 @@ def _instances(client: httpx.Client, ips: ClientIPs, count: int) -> Counter:
 
 
 @pytest.fixture(scope="module")
-def changes(lab, edge, ca_cert):
+def changes(lab, edge, ca_cert, long_form):
     """Run the whole sequence under load; yield what each step said and what the load saw."""
     for e in lab["edges"]:
         wait_until_settled(node(e["name"]), HAPROXY_BACKENDS)
@@ -106,7 +68,7 @@ def changes(lab, edge, ca_cert):
     try:
         with nginx_load, haproxy_load, WebSocketWatch(edge["endpoints"]["nginx_https"], ca_cert, ips) as sockets, \
                 httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=10) as haproxy:
-            for name, args in SEQUENCE:
+            for name, args in _sequence(long_form):
                 started[name] = time.time()
                 proc = cli(*args, timeout=600)
                 steps[name] = (proc.returncode, proc.stdout + proc.stderr)
@@ -119,10 +81,10 @@ def changes(lab, edge, ca_cert):
             cli("rollback", timeout=600)
 
 
-def test_every_step_succeeds(changes):
+def test_every_step_succeeds(changes, long_form):
     steps, *_ = changes
     assert [n for n, (rc, _) in steps.items() if rc == 0] == list(steps), {n: o[-1500:] for n, (rc, o) in steps.items()}
-    assert len(steps) == len(SEQUENCE)
+    assert list(steps) == [name for name, _ in _sequence(long_form)]
 
 
 def test_scale_up_puts_the_new_instance_in_rotation(changes):
@@ -146,7 +108,9 @@ def test_scale_up_reaches_both_load_balancers_before_the_command_returns(changes
 def test_releases_are_what_each_step_asked(lab, changes):
     steps, *_ = changes
     assert "canary-1: drain, replace canary -> v2" in steps["canary-deploy"][1]
-    assert "backend-1: drain, replace v3 -> stable" in steps["rollback-update"][1]
+    assert "canary-1: drain, replace v2 -> canary" in steps["rollback-canary"][1]
+    if "rollback-update" in steps:
+        assert "backend-1: drain, replace v3 -> stable" in steps["rollback-update"][1]
     _rc, doc = cli_json("status")
     versions = {s["server"]: s["version"] for s in doc["servers"]}
     assert versions == {b["name"]: b["version"] for b in lab["backends"]}

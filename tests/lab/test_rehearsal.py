@@ -18,11 +18,13 @@ load balancers of edge-1: scale-up 1; a progressive canary of a healthy
 release, steps 10 -> 25 -> 100, killed (SIGKILL) during the 25% step,
 `canary-status` telling the truth, `--resume` finishing and promoting, and
 at every step the share each load balancer sent to the canary matching the
-weight; rollback (the instances back to what they ran); scale-down 1.  No
-request fails for a client that resends an idempotent request whose
-keep-alive connection closed before any answer (RFC 9110, 9.2.2), and
-afterwards the nodes run exactly what the inventory says (short form: the
-roles' render; make test-long: a converge through it, changed=0).
+weight; rollback (the instances back to what they ran); scale-down 1.
+WebSockets held open through NGINX meanwhile end, when their instance is
+replaced, with a clean close (1001, going away).  No request fails for a
+client that resends an idempotent request whose keep-alive connection
+closed before any answer (RFC 9110, 9.2.2), and afterwards the nodes run
+exactly what the inventory says (short form: the roles' render; make
+test-long: a converge through it, changed=0).
 
 Intervals are short (15 s): the analysis runs every 5 s, the lab's scrape
 period.
@@ -41,8 +43,8 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from haproxy_lab import wait_until_settled
-from labkit import (ClientIPs, backends_put_back, canary_class_loads, disagreements_with_the_inventory, node,
-                    rollout_step_windows, wait_until)
+from labkit import (ClientIPs, WebSocketWatch, backends_put_back, canary_class_loads, disagreements_with_the_inventory,
+                    node, rollout_step_windows, wait_until)
 from test_cli_status import CLI, HAPROXY_BACKENDS, cli
 
 from automata_lb import canary, targets
@@ -179,7 +181,8 @@ def _serving(edge: dict) -> set[tuple[str, str]]:
 def rehearsed(converged, lab, edge, ca_cert, long_form, vault_password):
     loads = canary_class_loads(edge, ca_cert, max_seconds=900)
     done: dict = {}
-    with restored(lab) as target, loads["nginx"], loads["haproxy"]:
+    sockets = WebSocketWatch(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), max_seconds=900)
+    with restored(lab) as target, loads["nginx"], loads["haproxy"], sockets:
         done["before"] = _status()
         done["scale-up at"] = time.time()
         done["scale-up"] = cli(*THROUGH_IT, "scale-up", "1", "--yes", timeout=300)
@@ -206,7 +209,7 @@ def rehearsed(converged, lab, edge, ca_cert, long_form, vault_password):
             long_form, target, args=["--vault-password-file", str(VAULT_PASS)])
     done["history"] = [json.loads(line)["command"] for line in
                        (REHEARSAL / ".automata-lb" / "history.jsonl").read_text().splitlines()]
-    done |= {lb: load.report for lb, load in loads.items()}
+    done |= {lb: load.report for lb, load in loads.items()} | {"sockets": sockets}
     return done
 
 
@@ -274,6 +277,14 @@ def test_no_request_failed_through_the_whole_sequence(rehearsed):
         report = rehearsed[lb]
         assert report.requests > 500, lb
         assert report.failures == [], (lb, report.failures[:5])
+
+
+def test_websockets_on_replaced_instances_closed_cleanly(rehearsed):
+    # Promotion and rollback replace every stable instance: each WebSocket
+    # through NGINX ends at least once, with 1001 (going away).
+    sockets = rehearsed["sockets"]
+    assert sockets.echoes > 0
+    assert sockets.ended and all(code == 1001 for _, code in sockets.ended), sockets.ended
 
 
 def test_the_inventory_and_the_nodes_agree_afterwards(rehearsed):
