@@ -45,6 +45,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 
 ARGS = globals().get("ARGS", {})
 # An upstream server line as traffic/nginx.py renders it: `server ADDR flags;  # NAME`.
@@ -83,6 +84,48 @@ def runtime(command):
     return b"".join(chunks).decode()
 
 
+def nginx_serving():
+    """The NGINX workers that accept connections: a worker told to stop
+    renames itself "nginx: worker process is shutting down"."""
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0].strip()
+        except OSError:
+            continue
+        if title == b"nginx: worker process":
+            pids.add(pid)
+    return pids
+
+
+def haproxy_serving():
+    """The HAProxy worker that answers the runtime API: after a reload the
+    old worker lets go of its listeners, the admin socket among them."""
+    info = dict(line.split(": ", 1) for line in runtime("show info").splitlines() if ": " in line)
+    return {info.get("Pid")} - {None}
+
+
+SERVING = {"nginx": nginx_serving, "haproxy": haproxy_serving}
+
+
+def reload(service):
+    """`systemctl reload` returns once the signal is sent, while the old
+    workers still accept connections under the old configuration: wait
+    until only new ones do, so the caller's next request meets what it
+    installed."""
+    before = SERVING[service]()
+    subprocess.run(["systemctl", "reload", service], check=True, capture_output=True)
+    deadline = time.monotonic() + 30
+    while True:
+        now = SERVING[service]()
+        if now and not now & before:
+            return
+        if time.monotonic() > deadline:
+            refuse(f"{service} reloaded, but after 30 s its old workers still accept connections")
+        time.sleep(0.05)
+
+
 def stage(changes):
     """The staging tree made the live tree plus `changes` ({path under the
     conf dir: text}), whatever a failed run (a refused converge, a refused
@@ -116,7 +159,7 @@ def nginx_file(name, text):
     if refused:
         refuse(f"nginx -t refused {name}: " + refused)
     replace(live, text)
-    subprocess.run(["systemctl", "reload", "nginx"], check=True, capture_output=True)
+    reload("nginx")
     return "reloaded"
 
 
@@ -230,7 +273,7 @@ def members():
     else:
         checked_haproxy_config(edited, "the edited config")
         if remove:
-            subprocess.run(["systemctl", "reload", "haproxy"], check=True, capture_output=True)
+            reload("haproxy")
         result["haproxy"] = "reloaded" if remove else "written (servers added at runtime)"
     return result
 
@@ -249,7 +292,7 @@ def install_nginx(files):
         refuse("nginx -t refused " + ", ".join(changed) + ": " + refused)
     for name in changed:
         replace(os.path.join(conf, name), files[name])
-    subprocess.run(["systemctl", "reload", "nginx"], check=True, capture_output=True)
+    reload("nginx")
     return "reloaded: " + ", ".join(changed)
 
 
@@ -270,7 +313,7 @@ def install_haproxy(files):
             replace(path, content)
             os.chown(path, 0, st.st_gid)
     checked_haproxy_config(text, "the rendered config")
-    subprocess.run(["systemctl", "reload", "haproxy"], check=True, capture_output=True)
+    reload("haproxy")
     for pattern, folder in ((r"rate_limits\.\w+\.map$", "maps"), (r"edge\.\w+\.pem$", "certs")):
         for name in os.listdir(os.path.join(directory, folder)) if os.path.isdir(os.path.join(directory, folder)) else []:
             path = os.path.join(directory, folder, name)
