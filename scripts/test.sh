@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# `make test` (and `make test-long`, which passes --long): the tests that need
-# no lab start first, in the background; the lab is built and converged
-# meanwhile, and the lab suites start as soon as it is up, beside whatever
-# offline tests are left.  The offline tests are CPU work; building the lab
-# and the lab suites mostly wait on containers, the network and time itself
-# (rate windows, health checks, alert delays), so on two cores they overlap
-# well.  The offline output is printed once both are done.  Extra arguments
-# go to both pytest runs.
+# `make test` (and `make test-long`, which passes --long): the lab is built
+# and converged first, alone; then the linters and the tests that need no lab
+# run in the background while the lab suites run.  The first converge is CPU
+# work on this machine's two cores (Ansible's workers, dpkg in the nodes), and
+# so are the linters and the offline tests; the lab suites mostly wait on
+# containers, the network and time itself (rate windows, health checks,
+# alert delays).  So the CPU work overlaps the waiting, not the converge.
+# The offline output is printed once both are done.  Extra arguments go to
+# both pytest runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -19,16 +20,15 @@ offline_log=$(mktemp -t automata-offline-tests.XXXXXX)
 trap 'rm -f "$offline_log"' EXIT
 
 start=$SECONDS
-echo "test: offline tests in the background (their output follows the lab suites)"
-# Niced: the lab's build and its suites are the critical path, and their
-# load balancers answer timed traffic; the offline tests only need to be
-# done by the time the lab suites are.
-nice -n 10 "$PY" -m pytest --ignore=tests/lab "$@" >"$offline_log" 2>&1 &
-offline_pid=$!
-
 make --no-print-directory lab
 lab_rc=$?
 echo "test: lab ready after $((SECONDS - start))s (rc=$lab_rc)"
+
+echo "test: linters and offline tests in the background (their output follows the lab suites)"
+# Niced: the lab suites' load balancers answer timed traffic; the offline
+# tests only need to be done by the time the lab suites are.
+(nice -n 10 make --no-print-directory lint && nice -n 10 "$PY" -m pytest --ignore=tests/lab "$@") >"$offline_log" 2>&1 &
+offline_pid=$!
 
 lab_tests_rc=$lab_rc
 if ((lab_rc == 0)); then
@@ -41,7 +41,7 @@ fi
 
 wait "$offline_pid"
 offline_rc=$?
-echo "::: offline tests (rc=$offline_rc)"
+echo "::: linters and offline tests (rc=$offline_rc)"
 cat "$offline_log"
 tree_rc=0
 if [[ "$(git status --porcelain 2>/dev/null)" != "$tree_before" ]]; then
