@@ -49,6 +49,12 @@ class Instances(Protocol):
     def stop(self, entry: dict) -> None:
         """Stop one instance ({name, address, port}) gracefully."""
 
+    def more_spares(self) -> str:
+        """Where more instances for scale-up are declared ("" when nowhere)."""
+
+    def autoscaling_refusal(self) -> str | None:
+        """Why the autoscaler does not run here; None when it does."""
+
 
 class LabInstances:
     """The lab's backend containers."""
@@ -70,6 +76,12 @@ class LabInstances:
 
     def stop(self, entry: dict) -> None:
         lab_stack.stop_instance(entry["name"])
+
+    def more_spares(self) -> str:
+        return ""
+
+    def autoscaling_refusal(self) -> str | None:
+        return None
 
 
 class PlaybookInstances:
@@ -94,6 +106,16 @@ class PlaybookInstances:
 
     def spares(self) -> list[dict]:
         return [dict(s) for s in self.target.instance_spares]
+
+    def more_spares(self) -> str:
+        return f"declare more in {SPARES_VARIABLE}"
+
+    def autoscaling_refusal(self) -> str | None:
+        # Instances that start through a playbook start at the pace of the
+        # inventory's own hosts; the autoscaler's interval and cool-down are
+        # tuned to the lab's containers.
+        return ("the autoscaler runs for the lab; an inventory's VMs scale with scale-up/scale-down, "
+                "a stack's pods with its HPAs (--stack)")
 
     def refusal(self) -> str | None:
         if self.playbook is None:

@@ -159,7 +159,8 @@ class Target:
     backends: tuple[Backend, ...]
     prometheus_url: str | None = None
     production: bool = False
-    extra: dict = field(default_factory=dict)
+    # How to give it a Prometheus, for a command that needs one.
+    prometheus_missing: str = "set monitoring_prometheus_url in the inventory"
     # An inventory's: the playbook that starts and stops one backend instance,
     # and the instances scale-up may start (automata_lb/instances.py).
     instance_playbook: Path | None = None
@@ -219,7 +220,8 @@ def lab() -> Target:
                                                          container=f"automata-lab-{b['name']}")
                      for track, b in _inventory_backends(LAB_INVENTORY))
     return Target("lab", "lab", LAB_INVENTORY, edges, backends,
-                  prometheus_url=lab.get("prometheus", {}).get("url"), extra={"lab": lab})
+                  prometheus_url=lab.get("prometheus", {}).get("url"),
+                  prometheus_missing="this lab has none (`make lab` starts it)")
 
 
 def inventory(path: Path) -> Target:

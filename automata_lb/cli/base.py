@@ -40,7 +40,6 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 class State:
-    target_kind: str = "lab"
     inventory: Path | None = None
     stack: str | None = None
     target: Target | None = None   # resolved once per command
@@ -115,7 +114,6 @@ def main(
         # Every Ansible command the CLI runs (ansible-inventory, the renders) reads it from there.
         os.environ["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_password_file.resolve())
     state.inventory, state.stack, state.target = inventory_path, stack, None
-    state.target_kind = "stack" if stack else "inventory" if inventory_path else "lab"
 
 
 def resolve() -> Target:

@@ -79,8 +79,9 @@ def edge_change(command: str, desired_of: Callable[[BackendState], BackendState]
         why = backend_changes.refusal(target, before, desired)
     except backend_changes.NoSpare as exc:
         if not (why := instances.of(target).refusal()):
-            raise typer.BadParameter(f"{target.name}: {exc}" + ("" if target.kind == "lab" else
-                                     f" (declare more in {instances.SPARES_VARIABLE})"), param_hint="COUNT") from None
+            more = instances.of(target).more_spares()
+            raise typer.BadParameter(f"{target.name}: {exc}" + (f" ({more})" if more else ""),
+                                     param_hint="COUNT") from None
     if why:
         err.print(f"automata-lb: {command} starts or stops instances: {why}")
         raise typer.Exit(USAGE)

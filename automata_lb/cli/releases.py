@@ -51,7 +51,7 @@ def rollback(dry_run: DryRun = False, yes: Yes = False, allow_capacity_drop: All
     if not entry:
         err.print(f"automata-lb: nothing to roll back on {target.name}")
         raise typer.Exit(FAILED)
-    if target.kind == "inventory" and set(entry["before"]) == {"canary_share"}:  # a weight change on VMs
+    if set(entry["before"]) == {"canary_share"}:  # the weight alone: nobody to deploy a release
         share = entry["before"]["canary_share"]
         out.print(f"rolling back `{entry['command']}`: canary weight -> {share}% on every node")
         if dry_run or share is None:

@@ -166,9 +166,7 @@ def deploy(release: str | None, steps: str | None, interval: str, analysis_file:
         raise typer.Exit(OK)
     if not prom_url:
         err.print("automata-lb: the analysis reads Prometheus: "
-                  + ("give --prometheus URL" if state.stack else
-                     "this lab has none (`make lab` starts it)" if state.target_kind == "lab" else
-                     "set monitoring_prometheus_url in the inventory"))
+                  + ("give --prometheus URL" if state.stack else target.prometheus_missing))
         raise typer.Exit(UNREACHABLE)
     confirm(production, f"canary-deploy {rollout.release}", yes)
     started = time.monotonic()

@@ -153,12 +153,11 @@ def auto_scale(
         raise typer.BadParameter(f"the lab holds at most {instances.LAB_STABLE} stable instances",
                                  param_hint="--max-replicas")
     target = resolve()
-    if target.kind != "lab":
-        err.print(f"automata-lb: auto-scale on {target.name}: the autoscaler runs for the lab; an inventory's "
-                  "VMs scale with scale-up/scale-down, a stack's pods with its HPAs (--stack)")
+    if why := instances.of(target).autoscaling_refusal():
+        err.print(f"automata-lb: auto-scale on {target.name}: {why}")
         raise typer.Exit(USAGE)
     if not target.prometheus_url:
-        err.print("automata-lb: the lab autoscaler reads Prometheus; this lab has none (`make lab` starts it)")
+        err.print(f"automata-lb: the autoscaler reads Prometheus; {target.prometheus_missing}")
         raise typer.Exit(UNREACHABLE)
     policy = autoscale.Policy(min_replicas, max_replicas, lab_policy["target_inflight"], lab_policy["cooldown"],
                               lab_policy["interval"])
