@@ -39,7 +39,7 @@ from automata_lb import backend_changes, canary, edge, inventory, targets
 from automata_lb.targets import LAB_INVENTORY
 from tests.kit import PlaybookRun, ansible_playbook, wait_until
 
-__all__ = ["wait_until"]  # re-exported: lab tests import every helper from here
+__all__ = ["ansible_playbook", "wait_until"]  # re-exported: lab tests import every helper from here
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_JSON = ROOT / ".lab" / "lab.json"

@@ -11,12 +11,16 @@ on NGINX.  Each is observable afterwards, which proves the reload took
 effect.  On edge-2 a file of each role edited, loosened or removed by hand
 is found (the roles read each node's files, packages and units in one
 round trip per role and skip what already matches, rolekit/node_state.py)
-and written again.  The second converge, with the same inventory, changes
-nothing on either node: the playbook's idempotence.
+and written again.  The second converge, with the same variables but
+through the production-shaped inventory (.lab/rehearsal: Ansible logs in
+as a user who is not root and becomes root through sudo, the stats and
+VRRP passwords are in Ansible Vault), changes nothing on either node: the
+playbook's idempotence, and proof that such an inventory gives the nodes
+exactly what the lab's own does.
 
-The change is edge-1's own variables (a host_vars file in the lab's
-inventory, the way an operator gives one node other values); when the
-module ends the file goes and the inventory's own configuration is put
+The change is edge-1's own variables (a host_vars file in both
+inventories, the way an operator gives one node other values); when the
+module ends the files go and the inventory's own configuration is put
 back the way `automata-lb` installs a change (rendered, checked,
 reloaded).  Refused input (a wrong type, a value out of range, a bad value
 on one host of two) stops the playbook before any host is touched:
@@ -34,8 +38,10 @@ import pytest
 import yaml
 
 from haproxy_lab import WebSocketSession, haproxy_load, runtime, wait_for_new_worker_traffic, worker_traffic
-from labkit import (INVENTORY, ClientIPs, LoadGenerator, LoadReport, PlaybookRun, lab_policy, lab_policy_overrides,
-                    node, put_back_the_inventorys_configs, tls_context)
+from labkit import (INVENTORY, PLAYBOOK, ClientIPs, LoadGenerator, LoadReport, PlaybookRun, ansible_playbook, lab_policy,
+                    lab_policy_overrides, node, put_back_the_inventorys_configs, tls_context)
+
+from lab import stack
 from traffic.model import deep_merge
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
@@ -46,7 +52,8 @@ POLICY_EDIT = {"classes": {"api": {"timeouts": {"response": "2s"}, "rate": {"per
                "canary": {"share": 20}}
 CHANGE = {"traffic_policy_overrides": deep_merge(lab_policy_overrides(), POLICY_EDIT),
           "nginx_lb_deny_cidrs": ["192.0.2.0/24"]}
-EDGE1_VARS = INVENTORY.parent / "host_vars" / f"{EDGE1}.yml"
+REHEARSAL, VAULT_PASS = stack.REHEARSAL_DIR, stack.REHEARSAL_VAULT_PASS
+EDGE1_VARS = [inventory / "host_vars" / f"{EDGE1}.yml" for inventory in (INVENTORY.parent, REHEARSAL)]
 # One file of each role on edge-2, and what is done to it by hand.
 TAMPERED = {
     "/etc/nginx/conf.d/routes.conf": "echo '# edited by hand' >> {path}",
@@ -89,8 +96,9 @@ def converged(converge, edge, ca_cert) -> Converged:
     files_before = _files(tampered)
     for path, change in TAMPERED.items():
         tampered.run_test(change.format(path=path))
-    EDGE1_VARS.parent.mkdir(exist_ok=True)
-    EDGE1_VARS.write_text(yaml.safe_dump(CHANGE))
+    for path in EDGE1_VARS:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(CHANGE))
     haproxy_url = edge["endpoints"]["haproxy_http"]
     # Opened before the reload, so the old HAProxy worker keeps serving them.
     sessions = [WebSocketSession(haproxy_url.replace("http://", "ws://") + "/ws") for _ in range(3)]
@@ -114,7 +122,7 @@ def converged(converge, edge, ca_cert) -> Converged:
             except Exception as exc:  # noqa: BLE001 - any failure is a dropped WebSocket
                 echoes.append(repr(exc))
         files_after = _files(tampered)
-        second = converge()
+        second = ansible_playbook(PLAYBOOK, REHEARSAL, args=["--vault-password-file", str(VAULT_PASS)])
     finally:
         for session in sessions:
             session.close()
@@ -125,7 +133,8 @@ def converged(converge, edge, ca_cert) -> Converged:
         yield Converged(first, second, nginx_load.report, haproxy.report, echoes, masters, _masters(host), worker,
                         worker_traffic(host)[0], files_before, files_after)
     finally:
-        EDGE1_VARS.unlink()
+        for path in EDGE1_VARS:
+            path.unlink()
         put_back_the_inventorys_configs()
 
 
@@ -142,7 +151,7 @@ def test_files_changed_by_hand_are_written_again(converged):
     assert converged.first.changed[EDGE2] >= len(TAMPERED), converged.first.changed_tasks.get(EDGE2)
 
 
-def test_second_converge_changes_nothing(converged):
+def test_a_second_converge_as_a_user_who_is_not_root_changes_nothing(converged):
     second = converged.second
     assert second.rc == 0, second.output[-3000:]
     assert set(second.changed) == {EDGE1, EDGE2} and all(n == 0 for n in second.changed.values()), \
