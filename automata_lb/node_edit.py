@@ -101,8 +101,13 @@ def nginx_serving():
 
 def haproxy_serving():
     """The HAProxy worker that answers the runtime API: after a reload the
-    old worker lets go of its listeners, the admin socket among them."""
-    info = dict(line.split(": ", 1) for line in runtime("show info").splitlines() if ": " in line)
+    old worker lets go of its listeners, the admin socket among them;
+    nobody while the socket changes hands."""
+    try:
+        text = runtime("show info")
+    except OSError:
+        return set()
+    info = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
     return {info.get("Pid")} - {None}
 
 

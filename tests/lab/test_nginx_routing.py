@@ -11,10 +11,14 @@ import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from labkit import node, tls_context, wait_for_requests_in_flight, ws_connect, ws_url
 from nginx_lab import DEFAULTS, access_log, instance, spread
+
+from automata_lb import edge as edge_ops
+from automata_lb import targets
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
@@ -34,6 +38,24 @@ def test_round_robin_spreads_requests_evenly(https, ips, stable_names):
     assert set(counts) == stable_names
     # Shared-memory round robin: every worker continues the same rotation.
     assert max(counts.values()) - min(counts.values()) <= 1, counts
+
+
+def test_a_share_moved_without_a_converge_meets_the_very_next_request(edge, ca_cert, ips, lab):
+    """A change made between converges returns once NGINX's old workers stopped
+    accepting connections (a reload only signals them): the next request, on
+    a new connection, already meets the new configuration.  At 100 % and
+    0 % the canary share leaves no room for chance."""
+    target = targets.lab()
+    before = next(n["nginx"]["canary_percent"] for n in edge_ops.probe_all(target) if n["node"] == edge["name"])
+    canary = {b["name"] for b in lab["backends"] if b["version"] == "canary"}
+    try:
+        for share in (100, 0, 100, 0):
+            edge_ops.set_canary_share(target, share)
+            with httpx.Client(base_url=edge["endpoints"]["nginx_https"], verify=tls_context(ca_cert), timeout=10) as c:
+                answered = instance(c.get("/api/next", headers={"x-forwarded-for": ips.take()}))
+            assert (answered in canary) == (share == 100), (share, answered)
+    finally:
+        edge_ops.set_canary_share(target, before)
 
 
 def test_auth_goes_to_the_least_busy_instance(https, ips, stable_names, lab):
