@@ -275,6 +275,6 @@ class EdgeCanary:
                        lambda name: releases.get(name, "canary"))
 
     def weights(self) -> dict[str, dict[str, int | None]]:
-        return {n["node"]: {"nginx": n.get("nginx", {}).get("canary_percent"),
-                            "haproxy": n.get("haproxy", {}).get("canary_percent")}
+        return {n["node"]: {"nginx": n.get("nginx", {}).get("canary_share"),
+                            "haproxy": n.get("haproxy", {}).get("canary_share")}
                 for n in edge.probe_all(self.target) if n.get("reachable")}

@@ -98,9 +98,9 @@ def nginx():
         with open(f"{NGINX_DIR}/conf.d/canary.conf") as f:
             text = f.read()
         share = re.search(r"^\s*(\d+)%\s", text, re.M)
-        state["canary_percent"] = int(share.group(1)) if share else (0 if "split_clients" in text else None)
+        state["canary_share"] = int(share.group(1)) if share else (0 if "split_clients" in text else None)
     except OSError:
-        state["canary_percent"] = None
+        state["canary_share"] = None
     return state
 
 
@@ -119,9 +119,9 @@ def haproxy():
             "sessions": int(r["scur"] or 0), "address": r.get("addr", ""), "backup": r.get("bck") == "1",
         })
     state["servers"] = servers
-    share = runtime("get var proc.canary_percent").strip()
-    # "proc.canary_percent: type=sint value=<10>"
-    state["canary_percent"] = int(share.rsplit("<", 1)[1].rstrip(">")) if "value=<" in share else None
+    share = runtime("get var proc.canary_share").strip()
+    # "proc.canary_share: type=sint value=<10>"
+    state["canary_share"] = int(share.rsplit("<", 1)[1].rstrip(">")) if "value=<" in share else None
     return state
 
 

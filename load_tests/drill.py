@@ -113,15 +113,15 @@ class Lab:
         master = "$(cat /run/nginx.pid)" if service == "nginx" else "$(systemctl show -p MainPID --value haproxy)"
         return set(self.ssh(edge, f"pgrep -P {master} || true").split())
 
-    def canary_percent(self, edge: dict) -> int:
-        out = self.runtime(edge, "experimental-mode on", "get var proc.canary_percent")
+    def canary_share(self, edge: dict) -> int:
+        out = self.runtime(edge, "experimental-mode on", "get var proc.canary_share")
         match = re.search(r"value=<(\d+)>", out)
         if not match:
-            raise DrillError(f"{edge['name']}: cannot read proc.canary_percent: {out.strip()!r}")
+            raise DrillError(f"{edge['name']}: cannot read proc.canary_share: {out.strip()!r}")
         return int(match.group(1))
 
-    def set_canary_percent(self, edge: dict, percent: int) -> None:
-        self.runtime(edge, "experimental-mode on", f"set var proc.canary_percent int({percent})")
+    def set_canary_share(self, edge: dict, share: int) -> None:
+        self.runtime(edge, "experimental-mode on", f"set var proc.canary_share int({share})")
 
     def container_running(self, name: str) -> bool:
         out = podman("container", "inspect", "-f", "{{.State.Running}}", self.backends[name]["container"],
@@ -223,17 +223,17 @@ class Drill:
 
     def canary_shift(self, percent: int = 50, hold: float = SETTLE_S) -> None:
         for edge in self.lab.edges:
-            self._canary_before[edge["name"]] = self.lab.canary_percent(edge)
+            self._canary_before[edge["name"]] = self.lab.canary_share(edge)
         before = sorted(set(self._canary_before.values()))
         event = self._event(f"canary share {'/'.join(map(str, before))} % -> {percent} % -> back")
         for edge in self.lab.edges:
-            self.lab.set_canary_percent(edge, percent)
-            if self.lab.canary_percent(edge) != percent:
+            self.lab.set_canary_share(edge, percent)
+            if self.lab.canary_share(edge) != percent:
                 raise DrillError(f"{edge['name']}: the canary share did not change to {percent} %")
         time.sleep(hold)  # time is the input here: the shifted share serves traffic
         self._restore_canary()
         event.done = time.time()
-        event.detail = f"HAProxy proc.canary_percent at runtime on {len(self.lab.edges)} nodes"
+        event.detail = f"HAProxy proc.canary_share at runtime on {len(self.lab.edges)} nodes"
 
     def kill(self) -> None:
         backend = self.lab.backends[self.victim]
@@ -318,7 +318,7 @@ class Drill:
     def _restore_canary(self) -> None:
         for edge in self.lab.edges:
             if edge["name"] in self._canary_before:
-                self.lab.set_canary_percent(edge, self._canary_before[edge["name"]])
+                self.lab.set_canary_share(edge, self._canary_before[edge["name"]])
 
     # -- judging -------------------------------------------------------------------
 

@@ -94,7 +94,7 @@ class Rendered:
     frontend: str      # rules of the public frontend, routing last
     backends: str      # one backend per class (and canary)
     rate_map: str      # rate_limits.map content (path prefix -> packed limit)
-    canary_share: int  # proc.canary_percent (0 without canary servers)
+    canary_share: int  # proc.canary_share (0 without canary servers)
     trusted_proxies: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -190,7 +190,7 @@ def frontend_block(policy: Policy, opts: Options, *, canary: bool, health_path: 
                 d("acl canary_track", f"req.cook({c.ab_cookie}) -m str {c.ab_value}"),
                 # Rendered at a share of 0 too: the share is a process variable the
                 # runtime API changes (automata-lb canary-deploy), so the rule must be there.
-                d("acl canary_track", "rand(100),sub(proc.canary_percent) -m int lt 0")]
+                d("acl canary_track", "rand(100),sub(proc.canary_share) -m int lt 0")]
     out.append(d("use_backend", f"{health_class} if {{ path {health_path} }}"))
     for path, cls in policy.routes():
         if canary and cls.canary:

@@ -91,7 +91,7 @@ def render_status(doc: dict, console: Console = out) -> Group:
         if not n.get("reachable"):
             edge_rows.append([n["node"], "[red]unreachable[/]", n.get("error", ""), "", ""])
             continue
-        share = n["haproxy"].get("canary_percent")
+        share = n["haproxy"].get("canary_share")
         edge_rows.append([n["node"], _lb_cell(n["nginx"]), _lb_cell(n["haproxy"]), _vrrp_cell(n.get("keepalived")),
                           "-" if share is None else f"{share}%"])
     colour = {"UP": "green", "DRAIN": "yellow", "MAINT": "yellow", "MIXED": "yellow"}

@@ -85,7 +85,7 @@ def _inventory_canary(target: Target, release: str, weight: int, dry_run: bool, 
     canaries = [b for b in target.backends if b.version == "canary"]
     if not canaries:
         raise typer.BadParameter(f"{target.name} has no edge_canary_backends to send traffic to", param_hint="RELEASE")
-    before = next((n["haproxy"].get("canary_percent") for n in edge.probe_all(target) if n.get("reachable")), None)
+    before = next((n["haproxy"].get("canary_share") for n in edge.probe_all(target) if n.get("reachable")), None)
     out.print(f"[bold]canary-deploy[/] {release} on {target.name}: canary weight {before}% -> {weight}% on NGINX "
               f"(checked, reloaded) and HAProxy (runtime API) of {len(target.edges)} node(s), and in the inventory; "
               f"first checks that {', '.join(b.name for b in canaries)} answer as {release}",

@@ -35,7 +35,7 @@ def strict_json(text: str):
 
 def status_doc() -> dict:
     lb = {"active": True, "version": "1.27.3-1", "config_hash": "1913ed5d0000", "last_reload": time.time() - 48}
-    edges = [{"node": n, "reachable": True, "nginx": lb, "haproxy": {**lb, "canary_percent": 10}} for n in NODES]
+    edges = [{"node": n, "reachable": True, "nginx": lb, "haproxy": {**lb, "canary_share": 10}} for n in NODES]
     edges.append({"node": "edge-eu-west-1c.prod.automata.example.com", "reachable": False,
                   "error": "ssh: connect to host 10.0.3.7 port 22: Connection timed out"})
     servers = [{"server": s, "version": "stable", "release": RELEASE, "state": "UP", "weight": 100, "sessions": 12,

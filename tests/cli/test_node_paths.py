@@ -65,4 +65,4 @@ def test_the_probe_reads_the_nodes_own_tree(tmp_path):
     script = f"ARGS = {json.dumps(edge._paths(node))}\n" + edge.PROBE
     out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["nginx"]["canary_percent"] == 17
+    assert json.loads(out.stdout)["nginx"]["canary_share"] == 17

@@ -115,7 +115,7 @@ def test_the_canary_share_status_reports_is_what_both_load_balancers_send(lab, e
     """2,000 requests to /api/ through each load balancer: the canary's share
     is the policy's within 3 points (binomial spread at 10%: 0.7 points)."""
     _rc, doc = cli_json("status")
-    share = {e["haproxy"]["canary_percent"] for e in doc["edges"]}
+    share = {e["haproxy"]["canary_share"] for e in doc["edges"]}
     assert share == {10}
     ips = ClientIPs()
     for url, verify in ((edge["endpoints"]["nginx_https"], tls_context(ca_cert)), (edge["endpoints"]["haproxy_http"], True)):

@@ -59,10 +59,10 @@ def test_weight_change_shifts_traffic_without_reload(edge1, edge):
 
 
 def test_canary_share_changes_at_runtime(edge1, edge):
-    configured = re.search(r"set-var\s+proc.canary_percent int\((\d+)\)",
+    configured = re.search(r"set-var\s+proc.canary_share int\((\d+)\)",
                            edge1.file(CONFIG).content_string).group(1)
     try:
-        runtime(edge1, "experimental-mode on", "set var proc.canary_percent int(100)")
+        runtime(edge1, "experimental-mode on", "set var proc.canary_share int(100)")
         # The canary share applies to the canary classes (/api/...), each
         # request its own client through the trusted lab gateway.
         with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
@@ -71,4 +71,4 @@ def test_canary_share_changes_at_runtime(edge1, edge):
         assert versions == {"canary"}
     finally:
         # Until the next reload at the latest; put the configured share back now.
-        runtime(edge1, "experimental-mode on", f"set var proc.canary_percent int({configured})")
+        runtime(edge1, "experimental-mode on", f"set var proc.canary_share int({configured})")

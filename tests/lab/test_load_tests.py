@@ -240,14 +240,14 @@ def test_bad_arguments_and_gate_files_are_refused_before_any_load(reports, tmp_p
 
 # --- the fault drill ---------------------------------------------------------------------
 
-def _canary_percent(host) -> int:
-    out = runtime(host, "experimental-mode on", "get var proc.canary_percent")
+def _canary_share(host) -> int:
+    out = runtime(host, "experimental-mode on", "get var proc.canary_share")
     return int(re.search(r"value=<(\d+)>", out).group(1))
 
 
 def test_fault_drill_stays_within_its_bounds_and_restores_the_lab(reports, clean_runs, settled, lab, long_form):
     edges = [node(e["name"]) for e in lab["edges"]]
-    canary_before = [_canary_percent(h) for h in edges]
+    canary_before = [_canary_share(h) for h in edges]
     args = ["--drill", "full" if long_form else "quick", "--target", "nginx,haproxy", "--victim", VICTIM,
             "--users", "30", "--spawn-rate", "30"]
     run = load_test(reports, "drill", *args, timeout=600)
@@ -271,7 +271,7 @@ def test_fault_drill_stays_within_its_bounds_and_restores_the_lab(reports, clean
     for host in edges:
         assert all(s[VICTIM].status == "UP" for pool in haproxy_pools(host)
                    if VICTIM in (s := server_states(host, pool)))
-    assert [_canary_percent(h) for h in edges] == canary_before
+    assert [_canary_share(h) for h in edges] == canary_before
     ok = httpx.get(f"{lab['edges'][0]['endpoints']['nginx_https']}/api/after-drill", verify=lab["credentials"]["ca_cert"],
                    headers={"x-forwarded-for": ClientIPs().take()}, timeout=10)
     assert ok.status_code == 200

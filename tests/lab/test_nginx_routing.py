@@ -46,7 +46,7 @@ def test_a_share_moved_without_a_converge_meets_the_very_next_request(edge, ca_c
     a new connection, already meets the new configuration.  At 100 % and
     0 % the canary share leaves no room for chance."""
     target = targets.lab()
-    before = next(n["nginx"]["canary_percent"] for n in edge_ops.probe_all(target) if n["node"] == edge["name"])
+    before = next(n["nginx"]["canary_share"] for n in edge_ops.probe_all(target) if n["node"] == edge["name"])
     canary = {b["name"] for b in lab["backends"] if b["version"] == "canary"}
     try:
         for share in (100, 0, 100, 0):

@@ -178,7 +178,7 @@ def test_no_websocket_was_dropped(converged):
 
 
 def test_haproxy_runs_the_new_canary_share(converged):
-    assert "proc.canary_percent: type=sint value=<20>" in runtime(node(EDGE1), "get var proc.canary_percent")
+    assert "proc.canary_share: type=sint value=<20>" in runtime(node(EDGE1), "get var proc.canary_share")
 
 
 def test_a_slow_api_call_ends_at_the_new_response_timeout_and_ai_calls_keep_their_own(converged, https):

@@ -73,7 +73,7 @@ def _status() -> dict:
 
 
 def _weights(status: dict) -> set[int]:
-    return {e[lb]["canary_percent"] for e in status["edges"] for lb in ("nginx", "haproxy")}
+    return {e[lb]["canary_share"] for e in status["edges"] for lb in ("nginx", "haproxy")}
 
 
 def test_the_nodes_are_reached_as_a_user_who_is_not_root(monkeypatch):

@@ -86,7 +86,7 @@ def test_what_a_refused_converge_left_in_staging_does_not_hold_back_the_next_cha
     # The refused candidate is still staged on edge-1 (above); a canary move
     # made without a converge is checked against the live tree plus itself.
     target = targets.lab()
-    share = next(n["nginx"]["canary_percent"] for n in edge.probe_all(target) if n["node"] == EDGE1)
+    share = next(n["nginx"]["canary_share"] for n in edge.probe_all(target) if n["node"] == EDGE1)
     try:
         moved = edge.set_canary_weight(target, share + 5)
         assert moved[EDGE1]["nginx"] == "reloaded", moved
