@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from traffic import haproxy as haproxy_render
 from traffic import model
 from traffic import nginx as nginx_render
 
@@ -49,7 +50,8 @@ def _paths(node: EdgeNode) -> dict:
     p = node.paths
     return {"nginx_conf_dir": p.nginx_conf_dir, "nginx_staging_dir": p.nginx_staging_dir,
             "haproxy_config_dir": p.haproxy_config_dir, "haproxy_config": p.haproxy_config,
-            "haproxy_socket": p.haproxy_socket, "nginx_config_files": _nginx_config_files()}
+            "haproxy_socket": p.haproxy_socket, "haproxy_share_var": haproxy_render.CANARY_SHARE_VAR,
+            "nginx_config_files": _nginx_config_files()}
 
 
 def probe(node: EdgeNode) -> dict:
@@ -85,6 +87,20 @@ def runtime(node: EdgeNode, *commands: str) -> str:
                 or (changes and "error" in line.lower()):
             raise TargetError(f"{node.name}: runtime API refused `{script}`: {line}")
     return out
+
+
+def haproxy_canary_share(node: EdgeNode) -> int:
+    """The canary share one node's HAProxy runs now (its process variable)."""
+    out = runtime(node, f"get var {haproxy_render.CANARY_SHARE_VAR}")
+    if "value=<" not in out:
+        raise TargetError(f"{node.name}: HAProxy has no {haproxy_render.CANARY_SHARE_VAR}: {out!r}")
+    return int(out.rsplit("<", 1)[1].rstrip(">"))
+
+
+def set_haproxy_canary_share(node: EdgeNode, share: int) -> None:
+    """HAProxy alone, at runtime, until its next reload: what a drill moves.
+    A change meant to last goes through set_canary_weight."""
+    runtime(node, "experimental-mode on", f"set var {haproxy_render.CANARY_SHARE_VAR} int({share})")
 
 
 def _edit_all(target: Target, what: str, args: dict, per_node: dict[str, dict] | None = None) -> dict[str, dict]:

@@ -190,16 +190,17 @@ def checked_haproxy_config(text, what):
 def haproxy_share(share):
     cfg = ARGS["haproxy_config"]
     text = read(cfg)
-    pattern = re.compile(r"(set-var\s+proc\.canary_share\s+int\()\d+(\))")
+    var = ARGS["haproxy_share_var"]
+    pattern = re.compile(r"(set-var\s+" + re.escape(var) + r"\s+int\()\d+(\))")
     if not pattern.search(text):
-        refuse(cfg + " sets no proc.canary_share (no canary servers on this edge?)")
+        refuse(cfg + " sets no " + var + " (no canary servers on this edge?)")
     edited = pattern.sub(rf"\g<1>{share}\g<2>", text)
     if edited != text:
         checked_haproxy_config(edited, "the edited config")
-    answer = runtime(f"experimental-mode on; set var proc.canary_share int({share})").strip()
+    answer = runtime(f"experimental-mode on; set var {var} int({share})").strip()
     if answer:
         refuse("HAProxy runtime API: " + answer)
-    now = runtime("get var proc.canary_share")
+    now = runtime(f"get var {var}")
     found = re.search(r"value=<(\d+)>", now)
     return int(found.group(1)) if found else None
 

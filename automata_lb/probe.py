@@ -119,7 +119,7 @@ def haproxy():
             "sessions": int(r["scur"] or 0), "address": r.get("addr", ""), "backup": r.get("bck") == "1",
         })
     state["servers"] = servers
-    share = runtime("get var proc.canary_share").strip()
+    share = runtime("get var " + ARGS["haproxy_share_var"]).strip()
     # "proc.canary_share: type=sint value=<10>"
     state["canary_share"] = int(share.rsplit("<", 1)[1].rstrip(">")) if "value=<" in share else None
     return state

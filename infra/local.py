@@ -129,7 +129,7 @@ def haproxy_cfg(pool: list[Backend], policy: Policy) -> str:
     return f"""global
     maxconn 40000
 {r.global_tls}
-    set-var proc.canary_share int({r.canary_share})
+{r.global_vars}
 defaults
     mode http
     timeout client 60s

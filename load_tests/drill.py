@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import threading
 import time
 from collections import Counter
@@ -114,14 +113,16 @@ class Lab:
         return set(self.ssh(edge, f"pgrep -P {master} || true").split())
 
     def canary_share(self, edge: dict) -> int:
-        out = self.runtime(edge, "experimental-mode on", "get var proc.canary_share")
-        match = re.search(r"value=<(\d+)>", out)
-        if not match:
-            raise DrillError(f"{edge['name']}: cannot read proc.canary_share: {out.strip()!r}")
-        return int(match.group(1))
+        try:
+            return edge_ops.haproxy_canary_share(self.nodes[edge["name"]])
+        except TargetError as exc:
+            raise DrillError(str(exc)) from exc
 
     def set_canary_share(self, edge: dict, share: int) -> None:
-        self.runtime(edge, "experimental-mode on", f"set var proc.canary_share int({share})")
+        try:
+            edge_ops.set_haproxy_canary_share(self.nodes[edge["name"]], share)
+        except TargetError as exc:
+            raise DrillError(str(exc)) from exc
 
     def container_running(self, name: str) -> bool:
         out = podman("container", "inspect", "-f", "{{.State.Running}}", self.backends[name]["container"],
@@ -233,7 +234,7 @@ class Drill:
         time.sleep(hold)  # time is the input here: the shifted share serves traffic
         self._restore_canary()
         event.done = time.time()
-        event.detail = f"HAProxy proc.canary_share at runtime on {len(self.lab.edges)} nodes"
+        event.detail = f"HAProxy's canary share at runtime on {len(self.lab.edges)} nodes"
 
     def kill(self) -> None:
         backend = self.lab.backends[self.victim]

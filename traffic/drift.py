@@ -242,7 +242,7 @@ def haproxy_view(cfg: str, rate_map: str, frontend: str = "frontend public") -> 
                 ab_header = m[2].lower()
             else:
                 ab_cookie = m[2]
-    share_line = value(glob, "set-var proc.canary_share")
+    share_line = value(glob, f"set-var {hx.CANARY_SHARE_VAR}")
     share = int(re.search(r"int\((\d+)\)", share_line)[1]) if share_line else 0
     canary = {"share": share, "ab_header": ab_header, "ab_cookie": ab_cookie, "ab_value": ab_value} if ab_value else None
     trusted = next((line.split()[3:] for line in front if line.startswith("acl lb_trusted_peer src")), [])

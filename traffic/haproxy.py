@@ -86,15 +86,21 @@ class Options:
     rate_map: str = "/etc/haproxy/maps/rate_limits.map"
 
 
+# The process variable the canary dice reads: set in `global` from the
+# policy's share, changed at runtime (the runtime API) until the next reload.
+CANARY_SHARE_VAR = "proc.canary_share"
+
+
 @dataclass
 class Rendered:
     global_tls: str    # in `global`
+    global_vars: str   # in `global`: the canary share the routing rules read
     defaults: str      # in `defaults`: client-side timeouts
     tables: str        # stick-table backends
     frontend: str      # rules of the public frontend, routing last
     backends: str      # one backend per class (and canary)
     rate_map: str      # rate_limits.map content (path prefix -> packed limit)
-    canary_share: int  # proc.canary_share (0 without canary servers)
+    canary_share: int  # CANARY_SHARE_VAR's value (0 without canary servers)
     trusted_proxies: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -190,7 +196,7 @@ def frontend_block(policy: Policy, opts: Options, *, canary: bool, health_path: 
                 d("acl canary_track", f"req.cook({c.ab_cookie}) -m str {c.ab_value}"),
                 # Rendered at a share of 0 too: the share is a process variable the
                 # runtime API changes (automata-lb canary-deploy), so the rule must be there.
-                d("acl canary_track", "rand(100),sub(proc.canary_share) -m int lt 0")]
+                d("acl canary_track", f"rand(100),sub({CANARY_SHARE_VAR}) -m int lt 0")]
     out.append(d("use_backend", f"{health_class} if {{ path {health_path} }}"))
     for path, cls in policy.routes():
         if canary and cls.canary:
@@ -288,11 +294,12 @@ def render(policy: Policy, servers: list[Server], canary_servers: list[Server], 
         found.append("no canary servers: the canary share and A/B rule are not rendered, canary classes go to stable")
     frontend = frontend_block(policy, opts, canary=canary, health_path=health_path, health_class=health_class)
     frontend += "\n" + "\n".join(f"    # NOTE: {n}" for n in found)
-    return Rendered(global_tls=global_tls(policy), defaults=defaults_block(policy, health_class),
+    share = policy.canary.share if canary else 0
+    return Rendered(global_tls=global_tls(policy), global_vars=d("set-var", f"{CANARY_SHARE_VAR} int({share})"),
+                    defaults=defaults_block(policy, health_class),
                     tables=tables_block(policy, opts), frontend=frontend,
                     backends=backends_block(policy, servers, canary_servers, opts), rate_map=rate_map(policy),
-                    canary_share=policy.canary.share if canary else 0, trusted_proxies=list(policy.trusted_proxies),
-                    notes=found)
+                    canary_share=share, trusted_proxies=list(policy.trusted_proxies), notes=found)
 
 
 def servers_from(items: list[dict]) -> list[Server]:
