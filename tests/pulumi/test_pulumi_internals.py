@@ -72,17 +72,24 @@ PRIVATE = {
 }
 
 
+# Parsed when the module is collected, before any test runs: on Python 3.11
+# an AST built while other code runs in between (a finalizer, another thread,
+# as the Pulumi tests leave behind) can fail with a spurious "SystemError: AST
+# constructor recursion depth mismatch" (CPython gh-106905; seen once in CI).
+OFFLINE_SOURCE = ast.parse(Path(offline.__file__).read_text())
+
+
 def _used_by_offline() -> set[str]:
     """The private Pulumi names in infra/offline.py's source."""
-    tree = ast.parse(Path(offline.__file__).read_text())
     used = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(OFFLINE_SOURCE):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pulumi.runtime."):
             used |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Attribute) and ast.unparse(node).startswith("pulumi.runtime.") \
                 and ast.unparse(node).count(".") > 2:
             used.add(ast.unparse(node))
-    monitor = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == offline.RecordingMonitor.__name__)
+    monitor = next(n for n in ast.walk(OFFLINE_SOURCE)
+                   if isinstance(n, ast.ClassDef) and n.name == offline.RecordingMonitor.__name__)
     own = {n.name for n in monitor.body if isinstance(n, ast.FunctionDef)}
     assigned = {t.attr for n in ast.walk(monitor) if isinstance(n, ast.Assign | ast.AnnAssign)
                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Attribute)}
