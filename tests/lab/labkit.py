@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 import httpx
 import testinfra
+import yaml
 # The asyncio client over TLS.  The threaded sync client reads the same SSL
 # object from a background thread while the caller writes: here about one
 # TLS WebSocket handshake in 300 stalled for 10 s with it (never with
@@ -73,6 +74,22 @@ def run_playbook(extra_vars: dict | None = None, *, limit: str | None = None,
     """Run a playbook on the lab inventory the way a user would; the counts
     come from Ansible's own per-host stats."""
     return ansible_playbook(playbook, INVENTORY, extra_vars, limit=limit, args=args)
+
+
+@contextmanager
+def host_vars(per_host: dict[str, dict], inventories: tuple[Path, ...] = (INVENTORY.parent,)) -> Iterator[None]:
+    """Each named node's own variables, the way an operator gives one node
+    other values: a host_vars file in each inventory, gone afterwards."""
+    files = [(inventory / "host_vars" / f"{name}.yml", values)
+             for inventory in inventories for name, values in per_host.items()]
+    try:
+        for path, values in files:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(yaml.safe_dump(values))
+        yield
+    finally:
+        for path, _ in files:
+            path.unlink(missing_ok=True)
 
 
 def put_back_the_inventorys_configs(target=None) -> dict[str, dict]:

@@ -12,6 +12,10 @@ import pytest
 from haproxy_lab import CONFIG, WebSocketSession, runtime, server_states, wait_until_settled
 from labkit import lab_policy, node
 
+from automata_lb import edge as edge_ops
+from automata_lb import targets
+from traffic.haproxy import CANARY_SHARE_VAR
+
 POLICY = lab_policy()
 BACKENDS = [c.name for c in POLICY.classes] + [c.name + "_canary" for c in POLICY.classes if c.canary]
 
@@ -59,10 +63,12 @@ def test_weight_change_shifts_traffic_without_reload(edge1, edge):
 
 
 def test_canary_share_changes_at_runtime(edge1, edge):
-    configured = re.search(r"set-var\s+proc.canary_share int\((\d+)\)",
-                           edge1.file(CONFIG).content_string).group(1)
+    configured = int(re.search(rf"set-var\s+{re.escape(CANARY_SHARE_VAR)} int\((\d+)\)",
+                               edge1.file(CONFIG).content_string).group(1))
+    runtime_node = next(n for n in targets.lab().edges if n.name == "edge-1")
+    assert edge_ops.haproxy_canary_share(runtime_node) == configured
     try:
-        runtime(edge1, "experimental-mode on", "set var proc.canary_share int(100)")
+        edge_ops.set_haproxy_canary_share(runtime_node, 100)
         # The canary share applies to the canary classes (/api/...), each
         # request its own client through the trusted lab gateway.
         with httpx.Client(base_url=edge["endpoints"]["haproxy_http"], timeout=5) as client:
@@ -71,4 +77,4 @@ def test_canary_share_changes_at_runtime(edge1, edge):
         assert versions == {"canary"}
     finally:
         # Until the next reload at the latest; put the configured share back now.
-        runtime(edge1, "experimental-mode on", f"set var proc.canary_share int({configured})")
+        edge_ops.set_haproxy_canary_share(runtime_node, configured)

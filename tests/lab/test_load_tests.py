@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,8 @@ import pytest
 from haproxy_lab import runtime, server_states, wait_until_settled
 from labkit import ROOT, ClientIPs, node
 
-from automata_lb.edge import stat_rows
+from automata_lb import targets
+from automata_lb.edge import haproxy_canary_share, stat_rows
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
@@ -240,14 +240,9 @@ def test_bad_arguments_and_gate_files_are_refused_before_any_load(reports, tmp_p
 
 # --- the fault drill ---------------------------------------------------------------------
 
-def _canary_share(host) -> int:
-    out = runtime(host, "experimental-mode on", "get var proc.canary_share")
-    return int(re.search(r"value=<(\d+)>", out).group(1))
-
-
 def test_fault_drill_stays_within_its_bounds_and_restores_the_lab(reports, clean_runs, settled, lab, long_form):
-    edges = [node(e["name"]) for e in lab["edges"]]
-    canary_before = [_canary_share(h) for h in edges]
+    edges = targets.lab().edges
+    canary_before = [haproxy_canary_share(n) for n in edges]
     args = ["--drill", "full" if long_form else "quick", "--target", "nginx,haproxy", "--victim", VICTIM,
             "--users", "30", "--spawn-rate", "30"]
     run = load_test(reports, "drill", *args, timeout=600)
@@ -268,10 +263,10 @@ def test_fault_drill_stays_within_its_bounds_and_restores_the_lab(reports, clean
 
     # Everything is back: the victim serves behind HAProxy on every node,
     # the canary share is what it was.
-    for host in edges:
+    for host in (node(e["name"]) for e in lab["edges"]):
         assert all(s[VICTIM].status == "UP" for pool in haproxy_pools(host)
                    if VICTIM in (s := server_states(host, pool)))
-    assert [_canary_share(h) for h in edges] == canary_before
+    assert [haproxy_canary_share(n) for n in edges] == canary_before
     ok = httpx.get(f"{lab['edges'][0]['endpoints']['nginx_https']}/api/after-drill", verify=lab["credentials"]["ca_cert"],
                    headers={"x-forwarded-for": ClientIPs().take()}, timeout=10)
     assert ok.status_code == 200

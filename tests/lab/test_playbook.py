@@ -35,11 +35,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import yaml
 
 from haproxy_lab import WebSocketSession, haproxy_load, runtime, wait_for_new_worker_traffic, worker_traffic
-from labkit import (INVENTORY, PLAYBOOK, ClientIPs, LoadGenerator, LoadReport, PlaybookRun, ansible_playbook, lab_policy,
-                    lab_policy_overrides, node, put_back_the_inventorys_configs, tls_context)
+from labkit import (INVENTORY, PLAYBOOK, ClientIPs, LoadGenerator, LoadReport, PlaybookRun, ansible_playbook, host_vars,
+                    lab_policy, lab_policy_overrides, node, put_back_the_inventorys_configs, tls_context)
 
 from lab import stack
 from traffic.model import deep_merge
@@ -53,7 +52,6 @@ POLICY_EDIT = {"classes": {"api": {"timeouts": {"response": "2s"}, "rate": {"per
 CHANGE = {"traffic_policy_overrides": deep_merge(lab_policy_overrides(), POLICY_EDIT),
           "nginx_lb_deny_cidrs": ["192.0.2.0/24"]}
 REHEARSAL, VAULT_PASS = stack.REHEARSAL_DIR, stack.REHEARSAL_VAULT_PASS
-EDGE1_VARS = [inventory / "host_vars" / f"{EDGE1}.yml" for inventory in (INVENTORY.parent, REHEARSAL)]
 # One file of each role on edge-2, and what is done to it by hand.
 TAMPERED = {
     "/etc/nginx/conf.d/routes.conf": "echo '# edited by hand' >> {path}",
@@ -96,36 +94,35 @@ def converged(converge, edge, ca_cert) -> Converged:
     files_before = _files(tampered)
     for path, change in TAMPERED.items():
         tampered.run_test(change.format(path=path))
-    for path in EDGE1_VARS:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(yaml.safe_dump(CHANGE))
     haproxy_url = edge["endpoints"]["haproxy_http"]
     # Opened before the reload, so the old HAProxy worker keeps serving them.
     sessions = [WebSocketSession(haproxy_url.replace("http://", "ws://") + "/ws") for _ in range(3)]
-    try:
-        with LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), max_seconds=150) as nginx_load, \
-                haproxy_load(haproxy_url, ca_cert) as haproxy:
-            for load in (nginx_load, haproxy):
-                load.wait_for_answers(50)
-            first = converge()
-            if first.rc == 0:
-                # Traffic on the new workers too: NGINX closes the old workers'
-                # idle keep-alive connections, so what the load sends from now
-                # on reaches the new ones; HAProxy's new worker counts its own.
-                nginx_load.wait_for_answers(50, since=time.time())
-                wait_for_new_worker_traffic(host, worker)
-        echoes = []
-        for n, session in enumerate(sessions):
-            try:
-                session.echo(f"after reload {n}")
-                echoes.append("ok")
-            except Exception as exc:  # noqa: BLE001 - any failure is a dropped WebSocket
-                echoes.append(repr(exc))
-        files_after = _files(tampered)
-        second = ansible_playbook(PLAYBOOK, REHEARSAL, args=["--vault-password-file", str(VAULT_PASS)])
-    finally:
-        for session in sessions:
-            session.close()
+    # The change stays on disk for the two converges only.
+    with host_vars({EDGE1: CHANGE}, (INVENTORY.parent, REHEARSAL)):
+        try:
+            with LoadGenerator(edge["endpoints"]["nginx_https"], ca_cert, ClientIPs(), max_seconds=150) as nginx_load, \
+                    haproxy_load(haproxy_url, ca_cert) as haproxy:
+                for load in (nginx_load, haproxy):
+                    load.wait_for_answers(50)
+                first = converge()
+                if first.rc == 0:
+                    # Traffic on the new workers too: NGINX closes the old workers'
+                    # idle keep-alive connections, so what the load sends from now
+                    # on reaches the new ones; HAProxy's new worker counts its own.
+                    nginx_load.wait_for_answers(50, since=time.time())
+                    wait_for_new_worker_traffic(host, worker)
+            echoes = []
+            for n, session in enumerate(sessions):
+                try:
+                    session.echo(f"after reload {n}")
+                    echoes.append("ok")
+                except Exception as exc:  # noqa: BLE001 - any failure is a dropped WebSocket
+                    echoes.append(repr(exc))
+            files_after = _files(tampered)
+            second = ansible_playbook(PLAYBOOK, REHEARSAL, args=["--vault-password-file", str(VAULT_PASS)])
+        finally:
+            for session in sessions:
+                session.close()
     for lb, report in (("nginx", nginx_load.report), ("haproxy", haproxy.report)):
         print(f"\nreload under load ({lb}): {report.requests} requests, {len(report.failures)} failed; "
               f"{report.ws_messages} WebSocket echoes, {len(report.ws_failures)} dropped")
@@ -133,8 +130,6 @@ def converged(converge, edge, ca_cert) -> Converged:
         yield Converged(first, second, nginx_load.report, haproxy.report, echoes, masters, _masters(host), worker,
                         worker_traffic(host)[0], files_before, files_after)
     finally:
-        for path in EDGE1_VARS:
-            path.unlink()
         put_back_the_inventorys_configs()
 
 

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from haproxy_lab import wait_until_settled
-from labkit import (ClientIPs, WebSocketWatch, backends_put_back, canary_class_loads, disagreements_with_the_inventory,
+from labkit import (PLAYBOOK, ClientIPs, WebSocketWatch, backends_put_back, canary_class_loads, disagreements_with_the_inventory,
                     node, rollout_step_windows, wait_until)
 from test_cli_status import CLI, HAPROXY_BACKENDS, cli
 
@@ -52,7 +52,6 @@ from tests.kit import ansible_playbook
 
 pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
-ROOT = targets.ROOT
 REHEARSAL, VAULT_PASS = stack.REHEARSAL_DIR, stack.REHEARSAL_VAULT_PASS
 THROUGH_IT = ("--inventory", str(REHEARSAL), "--vault-password-file", str(VAULT_PASS))
 INTERVAL = 15
@@ -87,7 +86,7 @@ def test_the_nodes_are_reached_as_a_user_who_is_not_root(monkeypatch):
 
 
 def test_without_the_vault_password_nothing_runs():
-    run = ansible_playbook(ROOT / "playbooks" / "edge.yml", REHEARSAL, env={"ANSIBLE_VAULT_PASSWORD_FILE": ""})
+    run = ansible_playbook(PLAYBOOK, REHEARSAL, env={"ANSIBLE_VAULT_PASSWORD_FILE": ""})
     assert run.rc != 0
     assert "vault" in run.output.lower(), run.output[-2000:]
     assert not any(s.get("changed") for s in run.stats.values())

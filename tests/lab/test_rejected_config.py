@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import yaml
 
 from haproxy_lab import CONFIG
-from labkit import INVENTORY, ClientIPs, PlaybookRun, node
+from labkit import ClientIPs, PlaybookRun, host_vars, node
 
 from automata_lb import edge, targets
 
@@ -58,15 +57,8 @@ class Refused:
 def refused(converge) -> Refused:
     edge2 = node(EDGE2)
     config, processes = edge2.file(CONFIG).sha256sum, _haproxy_processes(edge2)
-    files = {name: INVENTORY.parent / "host_vars" / f"{name}.yml" for name in REFUSED}
-    try:
-        for name, path in files.items():
-            path.parent.mkdir(exist_ok=True)
-            path.write_text(yaml.safe_dump(REFUSED[name]))
+    with host_vars(REFUSED):
         return Refused(converge(), config, processes)
-    finally:
-        for path in files.values():
-            path.unlink(missing_ok=True)
 
 
 def test_a_config_nginx_rejects_never_lands_and_the_old_one_keeps_serving(refused, https):
