@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from . import edge
@@ -17,11 +18,14 @@ from .prom import Prometheus
 from .targets import EdgeNode, Target
 
 # Runs on the node (python3 - over SSH, CHECKS prepended): GET each URL,
-# report status and time, never raise.
+# report status and time, never raise.  All at once: a stopped instance
+# answers nothing, and its checks would otherwise wait out their timeouts
+# one after another.
 _CHECK = r"""
 import json, sys, time, urllib.error, urllib.request
-out = []
-for name, url in CHECKS:
+from concurrent.futures import ThreadPoolExecutor
+def check(item):
+    name, url = item
     start = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -30,8 +34,9 @@ for name, url in CHECKS:
         status = e.code
     except Exception as e:
         status = 0
-    out.append([name, url, status, round((time.monotonic() - start) * 1000, 1)])
-json.dump(out, sys.stdout)
+    return [name, url, status, round((time.monotonic() - start) * 1000, 1)]
+with ThreadPoolExecutor(max(1, len(CHECKS))) as pool:
+    json.dump(list(pool.map(check, CHECKS)), sys.stdout)
 """
 
 BACKEND_PATHS = ("/health", "/healthz", "/health/detailed")
@@ -64,27 +69,35 @@ def _on_node(node: EdgeNode, checks: list[tuple[str, str]]) -> list[tuple[str, s
 
 def run(target: Target, haproxy_port: int = 8000, monitor_uri: str = "/lb-health",
         stats_port: int = 8404, stats_uri: str = "/haproxy-stats") -> list[Check]:
-    results: list[Check] = []
-    for node in target.edges:
-        own = [(f"{node.name} nginx", "http://127.0.0.1/health"),
-               (f"{node.name} haproxy", f"http://127.0.0.1:{haproxy_port}{monitor_uri}"),
-               # The stats listener is on the node's own address only (haproxy_lb_stats_bind_address).
-               (f"{node.name} stats page", f"http://{node.address}:{stats_port}{stats_uri}")]
-        for name, url, status, ms in _on_node(node, own):
-            # The stats page must answer, and only to credentials: 401 is healthy.
-            results.append(Check(name, url, status, ms, (401,) if name.endswith("stats page") else (200,)))
-    results += vrrp_checks(edge.probe_all(target))
-    if target.edges:
-        via = target.edges[0]
+    """Every check, each node's SSH round trip and Prometheus's at once:
+    the slowest check bounds the run, not their sum."""
+    def own(node: EdgeNode) -> list[Check]:
+        checks = [(f"{node.name} nginx", "http://127.0.0.1/health"),
+                  (f"{node.name} haproxy", f"http://127.0.0.1:{haproxy_port}{monitor_uri}"),
+                  # The stats listener is on the node's own address only (haproxy_lb_stats_bind_address).
+                  (f"{node.name} stats page", f"http://{node.address}:{stats_port}{stats_uri}")]
+        # The stats page must answer, and only to credentials: 401 is healthy.
+        return [Check(name, url, status, ms, (401,) if name.endswith("stats page") else (200,))
+                for name, url, status, ms in _on_node(node, checks)]
+
+    def backends(via: EdgeNode) -> list[Check]:
         checks = [(b.name, f"http://{b.address}:{b.port}{path}") for b in target.backends for path in BACKEND_PATHS]
-        results += [Check(f"{name} (from {via.name})", url, status, ms)
-                    for name, url, status, ms in _on_node(via, checks)]
-    if target.prometheus_url:
+        return [Check(f"{name} (from {via.name})", url, status, ms) for name, url, status, ms in _on_node(via, checks)]
+
+    def prometheus(url: str) -> list[Check]:
         started = time.monotonic()
-        up = Prometheus(target.prometheus_url).healthy()
-        results.append(Check("prometheus", f"{target.prometheus_url}/-/healthy", 200 if up else 0,
-                             round((time.monotonic() - started) * 1000, 1)))
-    return results
+        up = Prometheus(url).healthy()
+        return [Check("prometheus", f"{url}/-/healthy", 200 if up else 0, round((time.monotonic() - started) * 1000, 1))]
+
+    with ThreadPoolExecutor(max_workers=len(target.edges) + 3) as pool:
+        parts = [pool.submit(own, node) for node in target.edges]
+        parts.append(pool.submit(lambda: vrrp_checks(edge.probe_all(target))))
+        if target.edges:
+            # From an edge node: the network path the load balancers use.
+            parts.append(pool.submit(backends, target.edges[0]))
+        if target.prometheus_url:
+            parts.append(pool.submit(prometheus, target.prometheus_url))
+        return [check for part in parts for check in part.result()]
 
 
 def floating_addresses(probes: list[dict]) -> dict[str, list[str]]:

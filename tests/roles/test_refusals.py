@@ -55,6 +55,8 @@ BAD = {
     "stats_password_empty": ({"haproxy_lb_stats_password": ""}, ["haproxy_lb_stats_password"]),
     "canary_share_above_100": ({"traffic_policy_overrides": {"canary": {"share": 150}}}, ["canary.share"]),
     "check_fall_not_a_number": ({"haproxy_lb_check_fall": "three"}, ["haproxy_lb_check_fall"]),
+    "check_downinter_not_a_time": ({"haproxy_lb_check_downinter": "soon"},
+                                   ["haproxy_lb_check_downinter: 'soon' is not an HAProxy time"]),
     "health_class_unknown": ({"haproxy_lb_health_class": "nowhere"}, ["haproxy_lb_health_class (nowhere) must be a class"]),
     "maxconn_above_the_descriptors": ({"haproxy_lb_maxconn": 15000}, ["haproxy_lb_maxconn"]),
     "policy_negative_burst": ({"traffic_policy_overrides": _policy_with({"classes": {"api": {"rate": {"burst": -1}}}})},
