@@ -44,6 +44,7 @@ down:
 
 bench: bootstrap
 	$(PY) -m bench
+	$(PY) -m bench.changes
 
 ## The Locust scenarios against the lab (docs/load-tests.md), e.g.
 ##   make load-test ARGS="--scenario mixed --target haproxy --users 200 --run-time 2m"

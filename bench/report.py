@@ -9,8 +9,9 @@ from bench.load import LoadSettings
 from bench.run import Column
 
 
-# Each "ours" column against the minimal config of the same load balancer.
-PAIRS = {"nginx-ours": "nginx-minimal", "haproxy-ours": "haproxy-minimal"}
+# Each "ours" column, and the Lua balancer, against the minimal config of the
+# same load balancer.
+PAIRS = {"nginx-ours": "nginx-minimal", "nginx-lua": "nginx-minimal", "haproxy-ours": "haproxy-minimal"}
 
 
 def ratio_spreads(columns: list[Column]) -> dict[str, dict]:

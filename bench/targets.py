@@ -46,6 +46,13 @@ def _from_file(template: str, name: str, port: int) -> Callable[[Path], Path]:
     return write
 
 
+def _lua(workdir: Path, port: int, admin_port: int) -> Path:
+    dest = workdir / "nginx-lua"
+    dest.mkdir()
+    return fill_template("nginx-lua.conf", dest / "nginx.conf", port=port, backend_port=BACKEND_PORT,
+                         admin_port=admin_port)
+
+
 TARGETS = [
     Target("nginx-stock", "nginx", 18010,
            "Debian default + proxy_pass: HTTP/1.0, new upstream connection per request",
@@ -53,6 +60,10 @@ TARGETS = [
     Target("nginx-minimal", "nginx", 18011,
            "stock + upstream keepalive (HTTP/1.1, Connection \"\") only",
            _from_file("nginx-minimal.conf", "nginx-minimal", 18011)),
+    Target("nginx-lua", "nginx", 18013,
+           "minimal + the upstream chosen per request by balancer_by_lua from a shared dictionary "
+           "(pool changes without a reload: python -m bench.changes)",
+           lambda workdir, _overrides: _lua(workdir, 18013, admin_port=18014)),
     Target("nginx-ours", "nginx", 18012,
            "roles/nginx_lb rendered by the role; " + render.NGINX_NOTE,
            lambda workdir, overrides: render.nginx(workdir / "nginx-ours", 18012, BACKEND_PORT,

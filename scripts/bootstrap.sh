@@ -20,6 +20,7 @@ APT_PACKAGES=(
   openssh-client openssl curl        # Ansible's transport, certificate checks
   python3-venv                       # .venv on a Python without ensurepip
   nginx haproxy wrk nghttp2-client   # the benchmark runs them on loopback
+  libnginx-mod-http-lua              # the benchmark's Lua balancer column (bench/changes.py)
   prometheus                         # promtool checks generated Prometheus configs
   mtail                              # tests/roles compiles the rendered mtail program
   keepalived                         # `keepalived -t` checks roles/edge_vip's configuration (tests/vip)

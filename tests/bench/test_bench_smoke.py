@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from contextlib import ExitStack
 
 import pytest
 
-from bench import capacity, render
+from bench import capacity, changes, render
 from bench.load import LoadSettings
 from bench.run import measure, probe
 from bench.servers import Server, fill_template, haproxy_argv, nginx_argv
@@ -104,3 +105,19 @@ def test_haproxy_will_not_hold_10000_connections_under_20000_descriptors(setting
                          capture_output=True, text=True, timeout=10)
     assert run.returncode != 0
     assert "Cannot raise FD limit to 20017" in run.stderr or "too low for maxconn=10000" in run.stderr, run.stderr
+
+
+@pytest.mark.skipif(not changes.LUA_MODULE.exists(),
+                    reason="needs libnginx-mod-http-lua (scripts/bootstrap.sh installs it)")
+def test_a_pool_changed_through_lua_reaches_the_clients_and_loses_no_request(tmp_path):
+    # The benchmark's claim about the Lua balancer, on a tiny scale: each
+    # change is answered by the new backend, and a plain keep-alive client
+    # that never resends loses nothing (no reload closes its connection).
+    ports = changes.Ports(PORT + 40)
+    with ExitStack() as stack:
+        changes.backends(stack, tmp_path, ports)
+        result = changes.run("lua", tmp_path, ports, changes=4, clients=2, gap_s=0.2)
+    assert result.skipped is None
+    assert len(result.effect_s) == 4
+    assert result.requests > 100
+    assert result.failures == {}
