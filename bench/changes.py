@@ -36,7 +36,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.servers import Server, cpu_ticks, fill_template, nginx_argv, process_tree, ticks_to_us
+from bench.servers import Server, cpu_ticks, fill_template, nginx_argv, process_tree, reaped_ticks, ticks_to_us
 
 RESULTS = Path(__file__).parent / "results"
 LUA_MODULE = Path("/usr/lib/nginx/modules/ngx_http_lua_module.so")
@@ -210,12 +210,8 @@ METHODS = {
 
 
 def nginx_ticks(server: Server) -> int:
-    """CPU of NGINX's master and workers, those a reload retired included:
-    the master reaps them, and the kernel adds their time to its own
-    (cutime, cstime)."""
-    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    reaped = int(fields[13]) + int(fields[14])  # stat fields 16 and 17
-    return reaped + cpu_ticks(server.pids())
+    """CPU of NGINX's master and workers, those a reload retired included."""
+    return reaped_ticks(server.proc.pid) + cpu_ticks(server.pids())
 
 
 def backends(stack: ExitStack, workdir: Path, ports: Ports) -> None:
