@@ -33,6 +33,7 @@ from traffic import model
 
 from . import edge, instances, inventory
 from .targets import Target, TargetError
+from .tiers import HAPROXY
 from .wait import until
 
 Say = Callable[[str], None]
@@ -97,24 +98,6 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     until(predicate, timeout, what, interval=0.3, error=TargetError)
 
 
-def _sections(target: Target, server: str) -> dict[str, list[str]]:
-    """Per edge node, the HAProxy backends that hold `server` (as a non-backup)."""
-    found: dict[str, list[str]] = {}
-    for node in edge.probe_all(target):
-        found[node["node"]] = [s["backend"] for s in node.get("haproxy", {}).get("servers", [])
-                               if s["server"] == server and not s.get("backup")]
-    return found
-
-
-def set_server_state(target: Target, server: str, state: str) -> None:
-    """drain / maint / ready on every HAProxy backend of every edge that holds it."""
-    sections = _sections(target, server)
-    for node in target.edges:
-        commands = [f"set server {section}/{server} state {state}" for section in sections.get(node.name, [])]
-        if commands:
-            edge.runtime(node, *commands)
-
-
 def _sessions(target: Target, server: str) -> int:
     return sum(s["sessions"] for n in edge.probe_all(target) for s in n.get("haproxy", {}).get("servers", [])
                if s["server"] == server)
@@ -130,22 +113,9 @@ def add_to_haproxy(target: Target, entry: dict, say: Say) -> None:
     """Give a new stable instance traffic at once through HAProxy's runtime API
     (dynamic servers, with health checks), in every backend where stable
     servers serve; the configuration installed next (apply_inventory) names it."""
-    name, peer = entry["name"], None
-    for node in edge.probe_all(target):
-        servers = node.get("haproxy", {}).get("servers", [])
-        if any(s["server"] == name for s in servers):
-            continue
-        stable = {b["name"] for b in current(target).backends}
-        sections = sorted({s["backend"] for s in servers if s["server"] in stable and not s.get("backup")})
-        weight = next((s["weight"] for s in servers if s["server"] in stable and not s.get("backup")), 1)
-        peer = next(n for n in target.edges if n.name == node["node"])
-        commands = []
-        for section in sections:
-            commands += [f"add server {section}/{name} {entry['address']}:{entry['port']} check weight {weight}",
-                         f"enable health {section}/{name}", f"enable server {section}/{name}"]
-        if commands:
-            edge.runtime(peer, *commands)
-    if peer:
+    name = entry["name"]
+    server = {k: entry[k] for k in ("name", "address", "port")}
+    if edge.add_at_runtime(target, server, [b["name"] for b in current(target).backends]):
         say(f"{name} added to HAProxy at runtime; waiting for its health checks")
         _wait(lambda: _up_everywhere(target, name), 30, f"HAProxy seeing {name} UP")
         say(f"{name} takes traffic on HAProxy (NGINX once its pools are written)")
@@ -164,16 +134,14 @@ def _stop(fleet: instances.Instances, entry: dict, say: Say) -> None:
 def _replace(target: Target, fleet: instances.Instances, entry: dict, track: str, release: str, say: Say) -> None:
     name = entry["name"]
     say(f"draining {name}: HAProxy at runtime, NGINX marks it down (checked file + reload)")
-    set_server_state(target, name, "drain")
-    edge.set_nginx_servers(target, down=[name])
+    edge.drain(target, [name])
     try:
         _wait(lambda: _sessions(target, name) == 0, 30, f"{name} ending its sessions")
     except TargetError:
         say(f"{name}: sessions left after 30s; they end with its graceful shutdown")
     _stop(fleet, entry, say)
     _start(fleet, entry, track, release, say)
-    set_server_state(target, name, "ready")
-    edge.set_nginx_servers(target, up=[name])
+    edge.undrain(target, [name])
     _wait(lambda: _up_everywhere(target, name), 60, f"HAProxy seeing {name} UP again")
     say(f"{name} runs {release} and takes traffic again")
 
@@ -221,7 +189,7 @@ def reconcile(target: Target, desired: BackendState, say: Say) -> None:
         _replace(target, fleet, entries[name], tracks[name], desired.release(name), say)
     for name in removed:
         say(f"draining {name} on HAProxy")
-        set_server_state(target, name, "drain")
+        edge.drain(target, [name], tiers=[HAPROXY])
 
     if desired.canary_share != have.canary_share:
         say(f"canary share {have.canary_share}% -> {desired.canary_share}% (checked file + reload on NGINX, "

@@ -1,42 +1,80 @@
 """Read and change the edge load balancers of a target, over SSH.
 
-Reads go through probe.py (one SSH round trip per node, run in parallel);
-changes go through HAProxy's runtime API on each node.  Configuration
-changes are converges of playbooks/edge.yml, except three that
-node_edit.py makes on the nodes (checked, then reloaded), each after the
-inventory says the same, so the next converge changes nothing:
+Each node gets one script per read or change (`script`): the node's parts
+(automata_lb/node/) and the operations the tier adapters (tiers.py) ask of
+them, all nodes at once.  Configuration changes are converges of
+playbooks/edge.yml, except what is made here on the nodes (checked, then
+reloaded), each after the inventory says the same, so the next converge
+changes nothing:
 - the backend instances: stable servers added and removed line by line as
   the render would list them (set_members, seconds), else the configuration
   a converge would write, rendered here by the roles (playbooks/render.yml)
   and installed where it differs (apply_inventory, ten seconds or more);
 - the canary share, which a progressive rollout moves every few seconds;
-- NGINX servers marked down while their instance is replaced (HAProxy's are
-  drained through its runtime API).
+- instances drained while they are replaced.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import functools
-import io
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
-from traffic import haproxy as haproxy_render
 from traffic import model
-from traffic import nginx as nginx_render
 
 from . import inventory
+from .node import haproxy as node_haproxy
 from .targets import ROOT, EdgeNode, Target, TargetError
+from .tiers import EDGE, HAPROXY, KEEPALIVED, NGINX, Op, Tier
 
-PROBE = Path(__file__).with_name("probe.py").read_text()
-NODE_EDIT = Path(__file__).with_name("node_edit.py").read_text()
+NODE_PARTS = ("__init__", "system", "nginx", "haproxy", "keepalived", "main")
+# On the node, a finder serves the shipped parts as the modules they are
+# here (automata_lb.node.*), then main runs the request.
+_LOADER = """
+import importlib.abc, importlib.util, sys
+
+
+class Shipped(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name in SOURCES:
+            return importlib.util.spec_from_loader(name, self, is_package=name.count(".") < 2)
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        exec(compile(SOURCES[module.__name__], "<automata-lb " + module.__name__ + ">", "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, Shipped())
+from automata_lb.node import main
+main.main(REQUEST)
+"""
+
+stat_rows = node_haproxy.stat_rows
+# What a node is asked for its state.
+PROBE = (NGINX.live(), HAPROXY.live(), KEEPALIVED)
+
+
+@functools.cache
+def _sources() -> dict[str, str]:
+    here = Path(__file__).with_name("node")
+    sources = {"automata_lb": ""}
+    for part in NODE_PARTS:
+        sources["automata_lb.node" + ("" if part == "__init__" else f".{part}")] = (here / f"{part}.py").read_text()
+    return sources
+
+
+def script(request: dict) -> str:
+    """The Python the node runs for `request` ({paths, ops})."""
+    return f"SOURCES = {_sources()!r}\nREQUEST = {request!r}\n" + _LOADER
 
 
 @functools.cache
@@ -46,78 +84,34 @@ def _nginx_config_files() -> tuple[str, ...]:
 
 
 def _paths(node: EdgeNode) -> dict:
-    """What the node scripts are told of where things are on `node`."""
+    """Where `node` keeps what the parts read and change (its inventory's say)."""
     p = node.paths
     return {"nginx_conf_dir": p.nginx_conf_dir, "nginx_staging_dir": p.nginx_staging_dir,
-            "haproxy_config_dir": p.haproxy_config_dir, "haproxy_config": p.haproxy_config,
-            "haproxy_socket": p.haproxy_socket, "haproxy_share_var": haproxy_render.CANARY_SHARE_VAR,
-            "nginx_config_files": _nginx_config_files()}
+            "nginx_config_files": list(_nginx_config_files()), "haproxy_config_dir": p.haproxy_config_dir,
+            "haproxy_config": p.haproxy_config, "haproxy_socket": p.haproxy_socket}
 
 
-def probe(node: EdgeNode) -> dict:
-    proc = node.run("python3", "-", stdin=f"ARGS = {json.dumps(_paths(node))}\n" + PROBE)
-    if proc.returncode != 0:
-        return {"node": node.name, "reachable": False, "error": (proc.stderr or proc.stdout).strip()[-300:]}
-    return {"reachable": True, **json.loads(proc.stdout), "node": node.name}
+def run_on(node: EdgeNode, ops: Iterable[Op], timeout: float = 60) -> dict:
+    """`ops` on `node`, in order, in one SSH round trip: {"node", "time",
+    and per part its answer}, or {"error": why} (the node's refusal, or why
+    it could not be asked)."""
+    request = {"paths": _paths(node), "ops": [op.request() for op in ops]}
+    try:
+        proc = node.run("python3", "-", stdin=script(request), timeout=timeout)
+    except TargetError as exc:
+        return {"error": str(exc)}
+    lines = proc.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        return {"error": (proc.stderr or proc.stdout).strip()[-300:] or f"exit {proc.returncode}"}
 
 
-def probe_all(target: Target) -> list[dict]:
-    with ThreadPoolExecutor(max_workers=max(1, len(target.edges))) as pool:
-        return list(pool.map(probe, target.edges))
-
-
-def stat_rows(text: str) -> list[dict[str, str]]:
-    """HAProxy's `show stat` CSV, one dict per proxy or server row.  (probe.py
-    reads it on the node with the same few lines: it travels alone.)"""
-    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
-
-
-def runtime(node: EdgeNode, *commands: str) -> str:
-    """HAProxy runtime API commands on one node; raises when any is refused."""
-    script = "; ".join(commands)
-    proc = node.run("socat", "-t", "5", "stdio", f"UNIX-CONNECT:{node.paths.haproxy_socket}", stdin=script + "\n")
-    out = proc.stdout.strip()
-    if proc.returncode != 0:
-        raise TargetError(f"{node.name}: runtime API: {proc.stderr.strip()}")
-    # What `show stat` lists may itself say "error" (a server's last check):
-    # only the answer to a change is searched for the word.
-    changes = not all(c.startswith(("show ", "get ", "experimental-mode")) for c in commands)
-    for line in out.splitlines():
-        if line.startswith(("Unknown command", "No such", "Invalid", "Require", "Permission denied")) \
-                or (changes and "error" in line.lower()):
-            raise TargetError(f"{node.name}: runtime API refused `{script}`: {line}")
-    return out
-
-
-def haproxy_canary_share(node: EdgeNode) -> int:
-    """The canary share one node's HAProxy runs now (its process variable)."""
-    out = runtime(node, f"get var {haproxy_render.CANARY_SHARE_VAR}")
-    if "value=<" not in out:
-        raise TargetError(f"{node.name}: HAProxy has no {haproxy_render.CANARY_SHARE_VAR}: {out!r}")
-    return int(out.rsplit("<", 1)[1].rstrip(">"))
-
-
-def set_haproxy_canary_share(node: EdgeNode, share: int) -> None:
-    """HAProxy alone, at runtime, until its next reload: what a drill moves.
-    A change meant to last goes through set_canary_weight."""
-    runtime(node, "experimental-mode on", f"set var {haproxy_render.CANARY_SHARE_VAR} int({share})")
-
-
-def _edit_all(target: Target, what: str, args: dict, per_node: dict[str, dict] | None = None) -> dict[str, dict]:
-    """node_edit.py with `args` (and the node's own `per_node` entries) on
-    every node at once; {node: its answer}.  Raises, naming each node that
-    refused, after every node was tried."""
+def run_everywhere(target: Target, what: str, ops: Iterable[Op] | Callable[[EdgeNode], Iterable[Op]]) -> dict[str, dict]:
+    """`ops` (or `ops(node)`) on every node at once; {node: its answer}.
+    Raises, naming each node that refused, after every node was tried."""
     def one(node: EdgeNode) -> tuple[str, dict]:
-        script = f"ARGS = {json.dumps({**args, **_paths(node), **(per_node or {}).get(node.name, {})})}\n" + NODE_EDIT
-        try:
-            proc = node.run("python3", "-", stdin=script, timeout=60)
-        except TargetError as exc:
-            return node.name, {"error": str(exc)}
-        lines = (proc.stdout or proc.stderr).strip().splitlines()
-        try:
-            return node.name, json.loads(lines[-1])
-        except (IndexError, ValueError):
-            return node.name, {"error": (proc.stderr or proc.stdout).strip()[-300:] or f"exit {proc.returncode}"}
+        return node.name, run_on(node, ops(node) if callable(ops) else ops)
 
     with ThreadPoolExecutor(max_workers=max(1, len(target.edges))) as pool:
         results = dict(pool.map(one, target.edges))
@@ -127,20 +121,66 @@ def _edit_all(target: Target, what: str, args: dict, per_node: dict[str, dict] |
     return results
 
 
+def probe(node: EdgeNode) -> dict:
+    """What one node runs: NGINX, HAProxy (every server, the canary share)
+    and keepalived; {"reachable": False, "error"} when it cannot be asked."""
+    answer = run_on(node, PROBE, timeout=30)
+    if "error" in answer:
+        return {"node": node.name, "reachable": False, "error": answer["error"]}
+    return {"reachable": True, **answer, "node": node.name}
+
+
+def probe_all(target: Target) -> list[dict]:
+    with ThreadPoolExecutor(max_workers=max(1, len(target.edges))) as pool:
+        return list(pool.map(probe, target.edges))
+
+
+def runtime(node: EdgeNode, *commands: str) -> str:
+    """HAProxy runtime API commands on one node; raises when any is refused."""
+    answer = run_on(node, [HAPROXY.command(*commands)], timeout=30)
+    if "error" in answer:
+        raise TargetError(f"{node.name}: {answer['error']}")
+    return answer["haproxy"]
+
+
+def haproxy_canary_share(node: EdgeNode) -> int:
+    """The canary share one node's HAProxy runs now (its process variable)."""
+    share = run_on(node, [HAPROXY.live()], timeout=30).get("haproxy", {}).get("canary_share")
+    if share is None:
+        raise TargetError(f"{node.name}: HAProxy runs no canary share")
+    return share
+
+
+def set_haproxy_canary_share(node: EdgeNode, share: int) -> None:
+    """HAProxy alone, at runtime, until its next reload: what a drill moves.
+    A change meant to last goes through set_canary_weight."""
+    answer = run_on(node, [HAPROXY.share(share, runtime_only=True)], timeout=30)
+    if "error" in answer:
+        raise TargetError(f"{node.name}: {answer['error']}")
+
+
 def set_canary_share(target: Target, share: int) -> dict[str, dict]:
     """Every node's NGINX and HAProxy send `share` percent of canary-class
     requests to the canary; {node: {"haproxy": N, "nginx": how}}."""
-    return _edit_all(target, f"canary share {share}%",
-                     {"op": "share", "share": share, "nginx_canary_file": nginx_render.CANARY_FILE,
-                      "nginx_canary_text": nginx_render.canary_file(share)})
+    return run_everywhere(target, f"canary share {share}%", [t.share(share) for t in EDGE])
 
 
-def set_nginx_servers(target: Target, *, down: list[str] = (), up: list[str] = ()) -> dict[str, dict]:
-    """Mark servers `down` in (or back into) every NGINX pool that lists them,
-    on every node; {node: {"nginx": how, "servers": the names it has}}."""
-    return _edit_all(target, f"NGINX servers down={list(down)} up={list(up)}",
-                     {"op": "nginx_servers", "down": list(down), "up": list(up),
-                      "nginx_upstreams_file": nginx_render.UPSTREAMS_FILE})
+def drain(target: Target, names: list[str], tiers: Iterable = EDGE) -> dict[str, dict]:
+    """`names` take no new requests on every node: HAProxy drains them at
+    runtime (sessions end), NGINX marks them down (checked file + reload)."""
+    return run_everywhere(target, f"draining {', '.join(names)}", [t.drain(names) for t in tiers])
+
+
+def undrain(target: Target, names: list[str]) -> dict[str, dict]:
+    return run_everywhere(target, f"putting back {', '.join(names)}", [t.undrain(names) for t in EDGE])
+
+
+def add_at_runtime(target: Target, server: dict, stable: list[str]) -> bool:
+    """A new stable instance in every HAProxy backend where the `stable`
+    servers serve, at once (NGINX takes it with its pools' next write);
+    False when every node had it already."""
+    answers = run_everywhere(target, f"adding {server['name']} to HAProxy", [HAPROXY.add(server, stable)])
+    return any(a["haproxy"] for a in answers.values())
 
 
 def set_members(target: Target, *, add: list[dict], remove: list[str], peer: str) -> dict[str, dict]:
@@ -149,16 +189,14 @@ def set_members(target: Target, *, add: list[dict], remove: list[str], peer: str
     changed inventory lists them; {node: {"nginx": how, "haproxy": how}}.
     Only for servers and a peer that carry the role's defaults alone
     (backend_changes decides); anything else goes through apply_inventory."""
-    return _edit_all(target, "the pools' members",
-                     {"op": "members", "add": add, "remove": list(remove), "peer": peer,
-                      "nginx_upstreams_file": nginx_render.UPSTREAMS_FILE})
+    return run_everywhere(target, "the pools' members", [t.members(add, remove, peer) for t in EDGE])
 
 
 def apply_inventory(target: Target, say: Callable[[str], None]) -> dict[str, dict]:
     """What a converge would write for the load balancers, without a
     converge: playbooks/render.yml renders every node's NGINX tree and
-    HAProxy configuration here from the inventory, and node_edit.py installs
-    on each node the files that differ, through `nginx -t` and `haproxy -c`,
+    HAProxy configuration here from the inventory, and each node installs
+    the files that differ, through `nginx -t` and `haproxy -c`,
     then reloads.  The next converge finds them as it would write them.
     {node: {"nginx": how, "haproxy": how}}."""
     with tempfile.TemporaryDirectory(prefix="automata-lb-render-") as tmp:
@@ -168,14 +206,13 @@ def apply_inventory(target: Target, say: Callable[[str], None]) -> dict[str, dic
             raise TargetError(f"rendering the configuration failed (rc={rendered.rc}); nothing was installed:\n"
                               + rendered.output[-2000:])
         say(f"rendered every node's NGINX and HAProxy configuration ({rendered.seconds:.0f}s)")
-        per_node = {}
-        for node in target.edges:
-            files = {}
-            for lb in ("nginx", "haproxy"):
-                root = directory / node.name / lb
-                files[lb] = {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
-            per_node[node.name] = {"nginx_files": files["nginx"], "haproxy_files": files["haproxy"]}
-    return _edit_all(target, "installing the rendered configuration", {"op": "install"}, per_node)
+
+        def files(node: EdgeNode, tier: Tier) -> dict[str, str]:
+            root = directory / node.name / tier.name
+            return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+        per_node = {node.name: [t.install(files(node, t)) for t in EDGE] for node in target.edges}
+    return run_everywhere(target, "installing the rendered configuration", lambda node: per_node[node.name])
 
 
 def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:
@@ -190,25 +227,11 @@ def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:
     return set_canary_share(target, weight)
 
 
-_VERSIONS = """
-import json, urllib.request
-out = {}
-for name, url in URLS.items():
-    try:
-        with urllib.request.urlopen(url, timeout=3) as r:
-            out[name] = r.headers.get("x-backend-version", "")
-    except Exception as exc:
-        out[name] = "unreachable: %s" % exc
-print(json.dumps(out))
-"""
-
-
 def backend_versions(target: Target, backends: list[dict]) -> dict[str, str]:
     """What each backend says it runs (X-Backend-Version of its /health),
     asked from the first edge node: the network path the load balancers use."""
     urls = {b["name"]: f"http://{b['address']}:{b['port']}/health" for b in backends}
-    proc = target.edges[0].run("python3", "-", stdin=f"URLS = {json.dumps(urls)}\n" + _VERSIONS)
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise TargetError(f"{target.edges[0].name}: could not ask the backends: {proc.stderr.strip()[-300:]}") from None
+    answer = run_on(target.edges[0], [Op("system", "versions", {"urls": urls})], timeout=30)
+    if "error" in answer:
+        raise TargetError(f"{target.edges[0].name}: could not ask the backends: {answer['error']}")
+    return answer["system"]

@@ -2,7 +2,7 @@
 
 - reload: the pool is a file of its own; a change rewrites it, `nginx -t`
   checks the whole configuration, then NGINX reloads and the call returns
-  once only new workers accept connections (as automata_lb/node_edit.py
+  once only new workers accept connections (as automata_lb/node/nginx.py
   does on an edge node).
 - lua: the pool is a list in a shared dictionary that a `balancer_by_lua`
   block reads per request (ingress-nginx's way); a change is one PUT to an

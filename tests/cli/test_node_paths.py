@@ -55,14 +55,17 @@ def test_a_path_the_cli_cannot_read_as_is_is_refused_by_name(tmp_path, name, val
 
 
 def test_the_probe_reads_the_nodes_own_tree(tmp_path):
-    """probe.py, run here as edge.py sends it, finds the canary share in the
-    NGINX tree it was pointed at."""
+    """The probe, run here as edge.py ships it, finds the canary share in the
+    NGINX tree it was pointed at.  It runs as on a node: the standard library
+    alone (-S: no site-packages, -I: not this checkout), so a node part that
+    needs anything else fails here."""
     tree = tmp_path / "nginx"
     (tree / "conf.d").mkdir(parents=True)
     (tree / "conf.d" / "canary.conf").write_text("split_clients $request_id $pool {\n    17% canary;\n    * stable;\n}\n")
     node = targets.EdgeNode("here", "127.0.0.1", paths=targets.NodePaths(
         str(tree), str(tree / "staging"), str(tmp_path / "haproxy"), str(tmp_path / "no.sock")))
-    script = f"ARGS = {json.dumps(edge._paths(node))}\n" + edge.PROBE
-    out = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=60)
+    script = edge.script({"paths": edge._paths(node), "ops": [op.request() for op in edge.PROBE]})
+    out = subprocess.run([sys.executable, "-I", "-S", "-"], input=script, capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["nginx"]["canary_share"] == 17

@@ -16,7 +16,8 @@ import subprocess
 import pytest
 from policy_render import local_configs, mesh_objects
 
-from traffic import drift, haproxy, istio, model
+from automata_lb.tiers import HAPROXY, MESH, NGINX
+from traffic import drift, haproxy, model
 
 pytestmark = pytest.mark.as_root
 
@@ -31,15 +32,15 @@ def views(rendered, tmp_path, overrides: dict) -> dict[str, tuple[dict, dict]]:
     edge = rendered(overrides)
     nginx_local, haproxy_local, map_local = local_configs(overrides, tmp_path / "local")
     tls = edge.haproxy_cfg.count(" ssl crt ") > 0 or "Strict-Transport-Security" in edge.haproxy_cfg
+    nginx_got = NGINX.read_back(edge.nginx_conf)
     return {
-        "nginx": (drift.expected(policy, "nginx", tls=drift.nginx_view(edge.nginx_conf)["tls"] is not None),
-                  drift.nginx_view(edge.nginx_conf)),
-        "haproxy": (drift.expected(policy, "haproxy", tls=tls), drift.haproxy_view(edge.haproxy_cfg, edge.rate_map)),
-        "istio": (drift.expected(policy, "istio"), drift.istio_view(mesh_objects(overrides))),
+        "nginx": (NGINX.expected(policy, tls=nginx_got["tls"] is not None), nginx_got),
+        "haproxy": (HAPROXY.expected(policy, tls=tls), HAPROXY.read_back(edge.haproxy_cfg, edge.rate_map)),
+        "istio": (MESH.expected(policy), MESH.read_back(mesh_objects(overrides))),
         # The local stack has no certificates: NGINX renders no TLS; HAProxy's
         # global TLS defaults and its `if { ssl_fc }` HSTS rule are inert there.
-        "local-nginx": (drift.expected(policy, "nginx", tls=False), drift.nginx_view(nginx_local)),
-        "local-haproxy": (drift.expected(policy, "haproxy"), drift.haproxy_view(haproxy_local, map_local, "frontend main")),
+        "local-nginx": (NGINX.expected(policy, tls=False), NGINX.read_back(nginx_local)),
+        "local-haproxy": (HAPROXY.expected(policy), HAPROXY.read_back(haproxy_local, map_local, "frontend main")),
     }
 
 
@@ -61,18 +62,18 @@ def test_the_check_fails_on_a_value_that_did_not_come_from_the_policy(rendered):
     policy = model.load()
     auth = policy.traffic_class("auth").rate
     tampered = edge.rate_map.replace(str(haproxy.pack(auth)), str(haproxy.pack(model.RateLimit(auth.per_second, 15))))
-    problems = drift.differences(drift.expected(policy, "haproxy"), drift.haproxy_view(edge.haproxy_cfg, tampered))
+    problems = HAPROXY.drift(policy, HAPROXY.read_back(edge.haproxy_cfg, tampered))
     assert problems == ["classes.auth.rate: policy [5, 10], rendered [5, 15]"]
     # ...and in NGINX: a location's read timeout.
     conf = edge.nginx_conf.parent / "conf.d" / "routes.conf"
     original = conf.read_text()
     try:
         conf.write_text(original.replace("proxy_read_timeout           300s", "proxy_read_timeout           200s", 1))
-        got = drift.nginx_view(edge.nginx_conf)
+        got = NGINX.read_back(edge.nginx_conf)
     finally:
         conf.write_text(original)
     # TLS is rendered only where the lab's certificate exists (policy_render.py).
-    assert drift.differences(drift.expected(policy, "nginx", tls=got["tls"] is not None), got) == [
+    assert NGINX.drift(policy, got, tls=got["tls"] is not None) == [
         "classes.ai.response_ms: policy 300000, rendered 200000"]
 
 
@@ -92,7 +93,7 @@ def test_a_rate_change_reaches_both_load_balancers_and_the_mesh_states_it_cannot
         assert got["classes"]["api"]["rate"] == [20, 20], tier
     # Istio has no per-client rate limit without an EnvoyFilter: said, not dropped.
     assert changed["istio"][1]["classes"]["api"]["rate"] is None
-    assert any("rate limits" in note for note in istio.notes(model.load(overrides=RATE_CHANGE)))
+    assert any("rate limits" in note for note in MESH.notes(model.load(overrides=RATE_CHANGE)))
 
 
 def test_what_a_tier_cannot_express_is_written_into_its_config(rendered):
@@ -102,7 +103,7 @@ def test_what_a_tier_cannot_express_is_written_into_its_config(rendered):
     assert "no retry budget in HAProxy" in edge.haproxy_cfg
     nginx_http = edge.nginx_conf.read_text()
     assert "# NOTE: class websocket: NGINX has one read timeout" in nginx_http
-    assert all(note for note in istio.notes(policy))
+    assert all(note for note in MESH.notes(policy))
 
 
 @pytest.mark.skipif(not shutil.which("haproxy"), reason="haproxy binary not installed")
