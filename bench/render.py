@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from automata_lb import playbook
+from traffic import model
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +37,6 @@ NGINX_NOTE = (f"TLS off, path /api/ (rate-limited class), per-client rates raise
 def _unreachable_limits() -> dict:
     """Policy overrides that keep every rated class's limit in the request
     path (same lookups and counters) with a threshold wrk never reaches."""
-    from traffic import model
-
     policy = model.load()
     return {"classes": {c.name: {"rate": {"per_second": UNREACHABLE_RATE, "burst": UNREACHABLE_BURST}}
                         for c in policy.classes if c.rate}}
