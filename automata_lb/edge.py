@@ -33,7 +33,6 @@ from .node import haproxy as node_haproxy
 from .targets import ROOT, EdgeNode, Target, TargetError
 from .tiers import EDGE, HAPROXY, KEEPALIVED, NGINX, Op, Tier
 
-NODE_PARTS = ("__init__", "system", "nginx", "haproxy", "keepalived", "main")
 # On the node, a finder serves the shipped parts as the modules they are
 # here (automata_lb.node.*), then main runs the request.
 _LOADER = """
@@ -60,21 +59,21 @@ main.main(REQUEST)
 
 stat_rows = node_haproxy.stat_rows
 # What a node is asked for its state.
-PROBE = (NGINX.live(), HAPROXY.live(), KEEPALIVED)
+PROBE = (Op("system", "clock"), NGINX.live(), HAPROXY.live(), KEEPALIVED)
 
 
 @functools.cache
-def _sources() -> dict[str, str]:
-    here = Path(__file__).with_name("node")
-    sources = {"automata_lb": ""}
-    for part in NODE_PARTS:
-        sources["automata_lb.node" + ("" if part == "__init__" else f".{part}")] = (here / f"{part}.py").read_text()
-    return sources
+def _source(module: str) -> str:
+    return Path(__file__).with_name("node").joinpath(f"{module}.py").read_text()
 
 
 def script(request: dict) -> str:
-    """The Python the node runs for `request` ({paths, ops})."""
-    return f"SOURCES = {_sources()!r}\nREQUEST = {request!r}\n" + _LOADER
+    """The Python the node runs for `request` ({paths, ops}): the package,
+    main, system and the parts the operations name."""
+    parts = dict.fromkeys(["system", *(part for part, _, _ in request["ops"])])
+    sources = {"automata_lb": "", "automata_lb.node": _source("__init__"), "automata_lb.node.main": _source("main"),
+               **{f"automata_lb.node.{part}": _source(part) for part in parts}}
+    return f"SOURCES = {sources!r}\nREQUEST = {request!r}\n" + _LOADER
 
 
 @functools.cache
@@ -92,9 +91,8 @@ def _paths(node: EdgeNode) -> dict:
 
 
 def run_on(node: EdgeNode, ops: Iterable[Op], timeout: float = 60) -> dict:
-    """`ops` on `node`, in order, in one SSH round trip: {"node", "time",
-    and per part its answer}, or {"error": why} (the node's refusal, or why
-    it could not be asked)."""
+    """`ops` on `node`, in order, in one SSH round trip: {part: its answer},
+    or {"error": why} (the node's refusal, or why it could not be asked)."""
     request = {"paths": _paths(node), "ops": [op.request() for op in ops]}
     try:
         proc = node.run("python3", "-", stdin=script(request), timeout=timeout)
@@ -127,7 +125,7 @@ def probe(node: EdgeNode) -> dict:
     answer = run_on(node, PROBE, timeout=30)
     if "error" in answer:
         return {"node": node.name, "reachable": False, "error": answer["error"]}
-    return {"reachable": True, **answer, "node": node.name}
+    return {"node": node.name, "reachable": True, "time": answer.pop("system"), **answer}
 
 
 def probe_all(target: Target) -> list[dict]:

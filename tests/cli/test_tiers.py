@@ -24,7 +24,7 @@ OPERATIONS = [
 
 @pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: f"{op.part}.{op.name}")
 def test_every_operation_an_adapter_sends_is_one_the_node_runs(op):
-    function = getattr(main.PARTS[op.part], op.name)
+    function = getattr(main.part(op.part), op.name)
     inspect.signature(function).bind({"nginx_conf_dir": "/etc/nginx"}, **op.args)
 
 

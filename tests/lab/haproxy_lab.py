@@ -1,12 +1,14 @@
 """Helpers for the HAProxy lab tests: the runtime API, server states, traffic.
 
-The runtime API is a UNIX socket on the node (local only by design), so the
-tests reach it over the same SSH connection Ansible uses.  Shared helpers
-(node(), wait_until(), the load generator) are in labkit.py.
+The runtime API is a UNIX socket on the node (local only by design): the
+tests reach it through the CLI's own client (edge.runtime, the node's
+haproxy part over the CLI's SSH).  Shared helpers (node(), wait_until(),
+the load generator) are in labkit.py.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -17,20 +19,28 @@ from websockets.sync.client import connect as ws_connect
 
 from labkit import ClientIPs, LoadGenerator, wait_until
 
+from automata_lb import edge, targets
 from automata_lb.edge import stat_rows
-from automata_lb.targets import NodePaths
+from automata_lb.targets import EdgeNode, NodePaths, TargetError
 
 # Where the lab's nodes keep them: the roles' defaults, as the CLI reads them.
 _PATHS = NodePaths.of({}, "the roles' defaults")
 ADMIN_SOCKET, CONFIG = _PATHS.haproxy_socket, _PATHS.haproxy_config
 
 
+@functools.cache
+def _edge_node(name: str) -> EdgeNode:
+    return next(n for n in targets.lab().edges if n.name == name)
+
+
 def runtime(host, *commands: str) -> str:
-    """Send commands to the runtime API (one connection, ';'-separated)."""
-    line = "; ".join(commands)
-    result = host.run(f"echo {json.dumps(line)} | socat -t 5 stdio UNIX-CONNECT:{ADMIN_SOCKET}")
-    assert result.rc == 0, result.stderr
-    return result.stdout
+    """Runtime API commands on `host`'s HAProxy (one connection); an
+    AssertionError when HAProxy refuses one or cannot be asked (the socket
+    changes hands during a reload)."""
+    try:
+        return edge.runtime(_edge_node(host.backend.host), *commands)
+    except TargetError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @dataclass(frozen=True)
