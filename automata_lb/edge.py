@@ -34,15 +34,17 @@ from .targets import ROOT, EdgeNode, Target, TargetError
 from .tiers import EDGE, HAPROXY, KEEPALIVED, NGINX, Op, Tier
 
 # On the node, a finder serves the shipped parts as the modules they are
-# here (automata_lb.node.*), then main runs the request.
+# here (automata_lb.node.*), then main runs the request.  (importlib.abc
+# and .util would cost every call the import of typing.)
 _LOADER = """
-import importlib.abc, importlib.util, sys
+import sys
+from importlib.machinery import ModuleSpec
 
 
-class Shipped(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+class Shipped:
     def find_spec(self, name, path=None, target=None):
         if name in SOURCES:
-            return importlib.util.spec_from_loader(name, self, is_package=name.count(".") < 2)
+            return ModuleSpec(name, self, is_package=name.count(".") < 2)
         return None
 
     def create_module(self, spec):
@@ -95,7 +97,8 @@ def run_on(node: EdgeNode, ops: Iterable[Op], timeout: float = 60) -> dict:
     or {"error": why} (the node's refusal, or why it could not be asked)."""
     request = {"paths": _paths(node), "ops": [op.request() for op in ops]}
     try:
-        proc = node.run("python3", "-", stdin=script(request), timeout=timeout)
+        # -I -S: the standard library alone, whatever the node's user has installed.
+        proc = node.run("python3", "-I", "-S", "-", stdin=script(request), timeout=timeout)
     except TargetError as exc:
         return {"error": str(exc)}
     lines = proc.stdout.strip().splitlines()
