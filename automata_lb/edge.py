@@ -146,9 +146,10 @@ def runtime(node: EdgeNode, *commands: str) -> str:
 
 def haproxy_canary_share(node: EdgeNode) -> int:
     """The canary share one node's HAProxy runs now (its process variable)."""
-    share = run_on(node, [HAPROXY.live()], timeout=30).get("haproxy", {}).get("canary_share")
+    answer = run_on(node, [HAPROXY.share_now()], timeout=30)
+    share = node_haproxy.var_value(answer.get("haproxy", ""))
     if share is None:
-        raise TargetError(f"{node.name}: HAProxy runs no canary share")
+        raise TargetError(f"{node.name}: HAProxy runs no canary share: {answer}")
     return share
 
 

@@ -63,7 +63,7 @@ class Tier:
         `canary=False` where the configuration has neither)."""
         return drift.expected(policy, self.name, **only)
 
-    def drift(self, policy: Policy, got: dict, **only: bool) -> list[str]:
+    def differences(self, policy: Policy, got: dict, **only: bool) -> list[str]:
         """Where a read-back configuration says other than the policy."""
         return drift.differences(self.expected(policy, **only), got)
 
@@ -114,6 +114,10 @@ class HAProxy(Tier):
         (checked) so a reload keeps it, unless `runtime_only`."""
         return Op(self.name, "share", {"var": haproxy_render.CANARY_SHARE_VAR, "share": share,
                                        "runtime_only": runtime_only})
+
+    def share_now(self) -> Op:
+        """The canary share HAProxy runs (its process variable), alone."""
+        return self.command(f"get var {haproxy_render.CANARY_SHARE_VAR}")
 
     def drain(self, names: list[str]) -> Op:
         return Op(self.name, "servers", {"names": list(names), "state": "drain"})

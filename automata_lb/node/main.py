@@ -1,8 +1,9 @@
 """The entry on the node: runs the operations the controller sent, in order,
 and prints one JSON line: {part (nginx, haproxy, keepalived, system): what
-its operation answered}, or {"error": why} at the first refusal.  Operations before a refused one stay done: the controller
-sends HAProxy's first where NGINX's checked reload must not hold HAProxy
-back."""
+its operation answered}, or {"error": why} at the first refusal.
+
+Operations before a refused one stay done: the controller sends HAProxy's
+first where NGINX's checked reload must not hold HAProxy back."""
 
 import importlib
 import json
@@ -14,9 +15,9 @@ PARTS = ("system", "nginx", "haproxy", "keepalived")
 
 
 def part(name):
-    """The module of part `name`.  Imported by name: the controller ships
-    only the parts a request uses (a runtime API call must not pay for
-    compiling NGINX's)."""
+    """The module of part `name`, imported by name: the controller ships
+    only the parts a request uses, so a runtime API call does not pay for
+    NGINX's."""
     if name not in PARTS:
         raise system.Refused(f"no part {name!r} on the node (parts: {', '.join(PARTS)})")
     return importlib.import_module(f"automata_lb.node.{name}")

@@ -17,7 +17,7 @@ OPERATIONS = [
     *(op for t in tiers.EDGE for op in (t.share(25), t.drain(["backend-1"]), t.undrain(["backend-1"]),
                                         t.members([SERVER], ["backend-2"], "backend-1"), t.install({}), t.live())),
     tiers.HAPROXY.share(25, runtime_only=True), tiers.HAPROXY.add(SERVER, ["backend-1"]),
-    tiers.HAPROXY.command("show stat"), tiers.KEEPALIVED, *edge.PROBE,
+    tiers.HAPROXY.command("show stat"), tiers.HAPROXY.share_now(), tiers.KEEPALIVED, *edge.PROBE,
     tiers.Op("system", "versions", {"urls": {"backend-1": "http://10.0.0.1:8000/health"}}),
 ]
 

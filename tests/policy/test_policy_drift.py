@@ -21,9 +21,9 @@ from traffic import drift, haproxy, model
 
 pytestmark = pytest.mark.as_root
 
-# One edit each: a value every tier renders, and one only the edge can.
-TIMEOUT_CHANGE = {"classes": {"api": {"timeouts": {"response": "30s"}}}}
-RATE_CHANGE = {"classes": {"api": {"rate": {"per_second": 20}}}}
+# One change of the api class, rendered once: a value every tier renders
+# (the response timeout) and one only the edge load balancers can (the rate).
+CHANGE = {"classes": {"api": {"timeouts": {"response": "30s"}, "rate": {"per_second": 20}}}}
 
 
 def views(rendered, tmp_path, overrides: dict) -> dict[str, tuple[dict, dict]]:
@@ -62,7 +62,7 @@ def test_the_check_fails_on_a_value_that_did_not_come_from_the_policy(rendered):
     policy = model.load()
     auth = policy.traffic_class("auth").rate
     tampered = edge.rate_map.replace(str(haproxy.pack(auth)), str(haproxy.pack(model.RateLimit(auth.per_second, 15))))
-    problems = HAPROXY.drift(policy, HAPROXY.read_back(edge.haproxy_cfg, tampered))
+    problems = HAPROXY.differences(policy, HAPROXY.read_back(edge.haproxy_cfg, tampered))
     assert problems == ["classes.auth.rate: policy [5, 10], rendered [5, 15]"]
     # ...and in NGINX: a location's read timeout.
     conf = edge.nginx_conf.parent / "conf.d" / "routes.conf"
@@ -73,27 +73,30 @@ def test_the_check_fails_on_a_value_that_did_not_come_from_the_policy(rendered):
     finally:
         conf.write_text(original)
     # TLS is rendered only where the lab's certificate exists (policy_render.py).
-    assert NGINX.drift(policy, got, tls=got["tls"] is not None) == [
+    assert NGINX.differences(policy, got, tls=got["tls"] is not None) == [
         "classes.ai.response_ms: policy 300000, rendered 200000"]
 
 
-def test_one_edit_reaches_every_tier(rendered, tmp_path):
-    changed = views(rendered, tmp_path, TIMEOUT_CHANGE)
+@pytest.fixture(scope="module")
+def changed(rendered, tmp_path_factory):
+    return views(rendered, tmp_path_factory.mktemp("changed"), CHANGE)
+
+
+def test_one_edit_reaches_every_tier(changed):
     for tier, (want, got) in changed.items():
         assert drift.differences(want, got) == [], tier
         assert got["classes"]["api"]["response_ms"] == 30_000, tier
         assert got["classes"]["compute"]["response_ms"] == 60_000, tier  # only the edited class moved
 
 
-def test_a_rate_change_reaches_both_load_balancers_and_the_mesh_states_it_cannot(rendered, tmp_path):
-    changed = views(rendered, tmp_path, RATE_CHANGE)
+def test_a_rate_change_reaches_both_load_balancers_and_the_mesh_states_it_cannot(changed):
     for tier in ("nginx", "haproxy", "local-nginx", "local-haproxy"):
         want, got = changed[tier]
         assert drift.differences(want, got) == [], tier
         assert got["classes"]["api"]["rate"] == [20, 20], tier
     # Istio has no per-client rate limit without an EnvoyFilter: said, not dropped.
     assert changed["istio"][1]["classes"]["api"]["rate"] is None
-    assert any("rate limits" in note for note in MESH.notes(model.load(overrides=RATE_CHANGE)))
+    assert any("rate limits" in note for note in MESH.notes(model.load(overrides=CHANGE)))
 
 
 def test_what_a_tier_cannot_express_is_written_into_its_config(rendered):
