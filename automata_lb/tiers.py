@@ -14,7 +14,7 @@ load balancers the runtime operations: the canary share, draining and
 undraining an instance, adding and removing instances, installing a
 rendered configuration, reading the live state.  Those are operations of
 the tier's part on the node (automata_lb/node/), which owns the tier's one
-runtime client; edge.py ships a node every operation of a change in one
+runtime client; edge.py sends each node every operation of a change in one
 SSH round trip.  The mesh's runtime is the stack's (`pulumi up`, stack.py).
 
 `tier(name)` is the only place that tells the tiers apart by name.
