@@ -36,6 +36,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from automata_lb.node import nginx as node_nginx
+from automata_lb.wait import until
 from bench.servers import Server, cpu_ticks, fill_template, nginx_argv, process_tree, reaped_ticks, ticks_to_us
 
 RESULTS = Path(__file__).parent / "results"
@@ -155,16 +157,10 @@ class ReloadPool:
     def _write(self, ports: list[int]) -> None:
         (self.dir / "upstream.conf").write_text("".join(f"server 127.0.0.1:{p};\n" for p in ports))
 
-    def _serving(self) -> set[int]:
-        pids = set()
-        for pid in process_tree(self.server.proc.pid):
-            try:
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].strip()
-            except OSError:
-                continue
-            if title == b"nginx: worker process":
-                pids.add(pid)
-        return pids
+    def _serving(self) -> set[str]:
+        """This NGINX's workers that accept connections (the lab's, in
+        containers, are in /proc too)."""
+        return node_nginx.serving(process_tree(self.server.proc.pid))
 
     def change(self, ports: list[int]) -> None:
         before = self._serving()
@@ -233,7 +229,8 @@ def run(method: str, workdir: Path, ports: Ports, changes: int, clients: int, ga
         return result
     pool = pool_type(workdir, ports)
     with pool.server as server, Clients(server.port, clients) as load:
-        time.sleep(1)  # the clients' connections open and settle
+        # The clients' connections open and carry traffic before the first change.
+        until(lambda: load.requests >= 10 * clients, 30, f"{method}: the clients' first requests")
         ticks, requests = nginx_ticks(server), load.requests
         for n in range(changes):
             new = ports.backends[(n + 1) % 2]

@@ -22,11 +22,12 @@ SERVER_LINE = re.compile(r"^(\s*server\s+[^;#]*?)(\s+down)?;(\s+#\s*(\S+))\s*$",
 SHARE_LINE = re.compile(r"^\s*(\d+)%\s", re.MULTILINE)
 
 
-def serving():
-    """The NGINX workers that accept connections: a worker told to stop
-    renames itself "nginx: worker process is shutting down"."""
+def serving(among=None):
+    """The NGINX workers that accept connections (of the processes `among`,
+    else of all): a worker told to stop renames itself "nginx: worker
+    process is shutting down"."""
     pids = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in map(str, among) if among is not None else filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 title = f.read().split(b"\0")[0].strip()

@@ -23,10 +23,15 @@ pytestmark = pytest.mark.usefixtures("trusted_gateway")
 
 
 def _answered(url: str, ca_cert: str, ips, requests: int = 24) -> Counter:
-    """Which instances answer `requests` stable-class requests, each from a client of its own."""
+    """Which instances answer `requests` stable-class requests, each from a
+    client of its own; every one must be answered (200) by an instance."""
+    seen = Counter()
     with httpx.Client(base_url=url, verify=tls_context(ca_cert), timeout=10) as client:
-        return Counter(instance(client.get("/auth/tiers", headers={"x-forwarded-for": ips.take()}))
-                       for _ in range(requests))
+        for _ in range(requests):
+            response = client.get("/auth/tiers", headers={"x-forwarded-for": ips.take()})
+            assert response.status_code == 200, (url, response.status_code, response.text[:200])
+            seen[instance(response)] += 1
+    return seen
 
 
 @pytest.fixture(scope="module")
