@@ -224,7 +224,7 @@ class EdgeCanary:
         self.target, self.say = target, say
 
     def set_weight(self, weight: int) -> dict:
-        return edge.set_canary_weight(self.target, weight)
+        return edge.set_canary_share(self.target, weight, record=True)
 
     def _releases(self, names: list[str], release_of: Callable[[str], str]) -> None:
         desired = current(self.target)

@@ -155,15 +155,24 @@ def haproxy_canary_share(node: EdgeNode) -> int:
 
 def set_haproxy_canary_share(node: EdgeNode, share: int) -> None:
     """HAProxy alone, at runtime, until its next reload: what a drill moves.
-    A change meant to last goes through set_canary_weight."""
+    A change meant to last goes through set_canary_share."""
     answer = run_on(node, [HAPROXY.share(share, runtime_only=True)], timeout=30)
     if "error" in answer:
         raise TargetError(f"{node.name}: {answer['error']}")
 
 
-def set_canary_share(target: Target, share: int) -> dict[str, dict]:
+def set_canary_share(target: Target, share: int, *, record: bool = False) -> dict[str, dict]:
     """Every node's NGINX and HAProxy send `share` percent of canary-class
-    requests to the canary; {node: {"haproxy": N, "nginx": how}}."""
+    requests to the canary; {node: {"haproxy": N, "nginx": how}}.  With
+    `record`, the inventory says so first (traffic_policy_overrides.canary.share,
+    comments kept), so a converge afterwards changes nothing: a change meant
+    to last.  Without, the nodes alone, until the next converge."""
+    if record:
+        overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
+        if model.load(overrides=overrides).canary.share != share:
+            wanted = copy.deepcopy(overrides)
+            wanted.setdefault("canary", {})["share"] = share
+            inventory.write(target.inventory, {"traffic_policy_overrides": wanted})
     return run_everywhere(target, f"canary share {share}%", [t.share(share) for t in EDGE])
 
 
@@ -215,18 +224,6 @@ def apply_inventory(target: Target, say: Callable[[str], None]) -> dict[str, dic
 
         per_node = {node.name: [t.install(files(node, t)) for t in EDGE] for node in target.edges}
     return run_everywhere(target, "installing the rendered configuration", lambda node: per_node[node.name])
-
-
-def set_canary_weight(target: Target, weight: int) -> dict[str, dict]:
-    """The inventory's canary share (traffic_policy_overrides.canary.share,
-    comments kept), then the same on every node: a converge afterwards
-    changes nothing."""
-    overrides = inventory.read(target.inventory, "traffic_policy_overrides", {}) or {}
-    if model.load(overrides=overrides).canary.share != weight:
-        wanted = copy.deepcopy(overrides)
-        wanted.setdefault("canary", {})["share"] = weight
-        inventory.write(target.inventory, {"traffic_policy_overrides": wanted})
-    return set_canary_share(target, weight)
 
 
 def backend_versions(target: Target, backends: list[dict]) -> dict[str, str]:

@@ -52,9 +52,6 @@ class Instances(Protocol):
     def more_spares(self) -> str:
         """Where more instances for scale-up are declared ("" when nowhere)."""
 
-    def autoscaling_refusal(self) -> str | None:
-        """Why the autoscaler does not run here; None when it does."""
-
 
 class LabInstances:
     """The lab's backend containers."""
@@ -79,9 +76,6 @@ class LabInstances:
 
     def more_spares(self) -> str:
         return ""
-
-    def autoscaling_refusal(self) -> str | None:
-        return None
 
 
 class PlaybookInstances:
@@ -109,13 +103,6 @@ class PlaybookInstances:
 
     def more_spares(self) -> str:
         return f"declare more in {SPARES_VARIABLE}"
-
-    def autoscaling_refusal(self) -> str | None:
-        # Instances that start through a playbook start at the pace of the
-        # inventory's own hosts; the autoscaler's interval and cool-down are
-        # tuned to the lab's containers.
-        return ("the autoscaler runs for the lab; an inventory's VMs scale with scale-up/scale-down, "
-                "a stack's pods with its HPAs (--stack)")
 
     def refusal(self) -> str | None:
         if self.playbook is None:

@@ -259,6 +259,16 @@ def apply(stack: str) -> tuple[bool, str]:
     return proc.returncode == 0, " ".join(command)
 
 
+def share_values(share: int) -> dict[str, Any]:
+    """The stack config that sends `share` percent of canary-class traffic to the canary."""
+    return {"trafficPolicy": {"canary": {"share": share}}}
+
+
+def canary_values(image: str | None, share: int) -> dict[str, Any]:
+    """The stack config of a canary: its image, at `share` percent."""
+    return {"canaryImage": image, **share_values(share)}
+
+
 class StackCanary:
     """A stack as a progressive rollout's tier: every weight, image and
     rollback is a checked change of the stack file followed by `pulumi up`;
@@ -279,7 +289,7 @@ class StackCanary:
         self.say(f"{what}: applied ({cmd})")
 
     def set_weight(self, weight: int) -> dict:
-        self._apply({"trafficPolicy": {"canary": {"share": weight}}}, f"canary weight {weight}%")
+        self._apply(share_values(weight), f"canary weight {weight}%")
         return {}
 
     def deploy(self, release: str) -> None:
@@ -296,5 +306,5 @@ class StackCanary:
         return {f"stack {self.stack} (config)": {"istio": share}}
 
 
-__all__ = ["Change", "ConfigError", "StackCanary", "apply", "capacity_drops", "current", "effective", "plan", "protected",
-           "write"]
+__all__ = ["Change", "ConfigError", "StackCanary", "apply", "canary_values", "capacity_drops", "current", "effective",
+           "plan", "protected", "share_values", "write"]

@@ -50,6 +50,15 @@ class Tier:
     name: str
     renderer: ModuleType
 
+    def render(self, policy: Policy, stable: list[tuple[str, str, int]], canary: list[tuple[str, str, int]],
+               options=None, **knobs):
+        """The policy's blocks for this load balancer, for the `stable` and
+        `canary` servers given as (name, host, port); `options` is the
+        renderer's own (its Options)."""
+        server = self.renderer.Server
+        return self.renderer.render(policy, [server(*s) for s in stable], [server(*s) for s in canary], options,
+                                    **knobs)
+
     def check(self, policy: Policy) -> None:
         """Raises PolicyError for what this tier cannot express at all."""
         self.renderer.check(policy)
@@ -104,6 +113,10 @@ class Nginx(Tier):
 class HAProxy(Tier):
     name = "haproxy"
     renderer = haproxy_render
+
+    def rate_map(self, policy: Policy) -> str:
+        """The rate-limit map the rendered configuration reads (its own file)."""
+        return haproxy_render.rate_map(policy)
 
     def read_back(self, cfg: str, rate_map: str, frontend: str = "frontend public") -> dict:
         """A rendered haproxy.cfg and its rate-limit map (texts)."""

@@ -2,8 +2,8 @@
 Podman host (pulumi-docker), with the same backend image as the cluster.
 
 Ports follow docs/lab.md and are published on 127.0.0.1 only.  The proxy
-configs carry the traffic policy (traffic/policy.yml) rendered by the same
-renderers as the edge roles, so routes, limits, timeouts, retries, canary and
+configs carry the traffic policy (traffic/policy.yml) rendered by the tier
+adapters (automata_lb/tiers.py), the renderers of the edge roles, so routes, limits, timeouts, retries, canary and
 headers behave as on the edge; tuning, TLS and logs stay the roles' job.
 """
 
@@ -15,10 +15,10 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
+from automata_lb.tiers import HAPROXY, NGINX
 from infra import naming
 from infra.settings import ImageSettings, LocalSettings
 from monitoring import dashboard, rules
-from traffic import haproxy, nginx
 from traffic.model import Policy
 
 LOOPBACK = "127.0.0.1"
@@ -64,8 +64,9 @@ def _indent(text: str, by: int) -> str:
     return "\n".join((" " * by + line) if line else line for line in text.splitlines())
 
 
-def _nginx_servers(pool: list[Backend], track: str) -> list[nginx.Server]:
-    return [nginx.Server(b.name, b.name, naming.CONTAINER_PORT) for b in pool if b.track == track]
+def _servers(pool: list[Backend], track: str) -> list[tuple[str, str, int]]:
+    """(name, host, port): the container engine's DNS resolves each container's name."""
+    return [(b.name, b.name, naming.CONTAINER_PORT) for b in pool if b.track == track]
 
 
 # What the role's proxy_params carries, for the image that has none.
@@ -79,9 +80,9 @@ proxy_set_header X-Request-ID $lb_request_id;
 
 
 def nginx_conf(pool: list[Backend], policy: Policy) -> str:
-    """The local NGINX: the traffic policy's blocks (traffic/nginx.py), plain
+    """The local NGINX: the traffic policy's blocks (NGINX's adapter), plain
     HTTP (the local stack has no certificates: TLS and HSTS are not rendered)."""
-    r = nginx.render(policy, _nginx_servers(pool, "stable"), _nginx_servers(pool, "canary"))
+    r = NGINX.render(policy, _servers(pool, "stable"), _servers(pool, "canary"))
     return f"""worker_processes auto;
 events {{ worker_connections 4096; }}
 http {{
@@ -117,15 +118,11 @@ http {{
 """
 
 
-def _haproxy_servers(pool: list[Backend], track: str) -> list[haproxy.Server]:
-    return [haproxy.Server(b.name, b.name, naming.CONTAINER_PORT) for b in pool if b.track == track]
-
-
 def haproxy_cfg(pool: list[Backend], policy: Policy) -> str:
-    """The local HAProxy: the traffic policy's blocks (traffic/haproxy.py),
+    """The local HAProxy: the traffic policy's blocks (HAProxy's adapter),
     plain HTTP, names resolved by the container engine's DNS."""
-    r = haproxy.render(policy, _haproxy_servers(pool, "stable"), _haproxy_servers(pool, "canary"),
-                       haproxy.Options(check_path=naming.LIVENESS_PATH, rate_map=CONFIG_PATHS["haproxy-map"]))
+    r = HAPROXY.render(policy, _servers(pool, "stable"), _servers(pool, "canary"),
+                       HAPROXY.renderer.Options(check_path=naming.LIVENESS_PATH, rate_map=CONFIG_PATHS["haproxy-map"]))
     return f"""global
     maxconn 40000
 {r.global_tls}
@@ -249,7 +246,7 @@ class LocalEnvironment(pulumi.ComponentResource):
             "nginx": nginx_conf(pool, args.policy),
             "nginx-proxy-params": NGINX_PROXY_PARAMS,
             "haproxy": haproxy_cfg(pool, args.policy),
-            "haproxy-map": haproxy.rate_map(args.policy),
+            "haproxy-map": HAPROXY.rate_map(args.policy),
             "prometheus": prometheus_yml(pool),
             "prometheus-rules": alert_rules_yml(),
             "grafana": GRAFANA_DATASOURCE,

@@ -27,7 +27,7 @@ import typer
 from traffic.model import PolicyError, duration_ms
 
 from ..prom import duration_seconds
-from ..targets import ROOT, STACKS, Target, TargetError, inventory, lab
+from ..targets import ROOT, STACKS
 
 
 OK, FAILED, USAGE, UNREACHABLE = 0, 1, 2, 3
@@ -42,7 +42,7 @@ err = Console(stderr=True, soft_wrap=True)
 class State:
     inventory: Path | None = None
     stack: str | None = None
-    target: Target | None = None   # resolved once per command
+    target: Any = None   # the kind of target, resolved once per command (kinds.resolve)
 
 
 state = State()
@@ -116,17 +116,6 @@ def main(
     state.inventory, state.stack, state.target = inventory_path, stack, None
 
 
-def resolve() -> Target:
-    """The lab or the inventory; exits 3 with the reason when unreachable."""
-    try:
-        if state.target is None:
-            state.target = inventory(state.inventory) if state.inventory else lab()
-        return state.target
-    except TargetError as exc:
-        err.print(f"automata-lb: {exc}")
-        raise typer.Exit(UNREACHABLE) from None
-
-
 def ago(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -135,8 +124,6 @@ def ago(ts: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.0f}{unit} ago"
     return f"{seconds:.0f}s ago"
-
-
 
 
 def duration_option(value: str, hint: str) -> float:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Annotated
@@ -16,8 +14,9 @@ import typer
 from .. import edge, health, history, instances
 from ..output import Column, emit_json, number, show, table
 from ..prom import Prometheus, PrometheusError, backend_figures
-from ..targets import ROOT, Target
-from .base import FAILED, OK, USAGE, ago, app, bounded, err, out, prometheus_window, resolve, state
+from ..targets import Target
+from .base import FAILED, OK, ago, app, bounded, err, out, prometheus_window
+from .kinds import resolve
 
 # --- status --------------------------------------------------------------------
 
@@ -119,7 +118,7 @@ def status(
 ) -> None:
     """Edge nodes (NGINX, HAProxy: up, version, config, last reload), every backend
     server's state, weight and sessions, and with Prometheus its rate, 5xx and p99."""
-    target = resolve()
+    target = resolve().edge("status")
     doc = collect_status(target)
     if as_json:
         emit_json(doc)
@@ -142,7 +141,7 @@ def status(
 @app.command("health-check")
 def health_check(as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False) -> None:
     """Every health endpoint of every component; exit 1 if any fails."""
-    target = resolve()
+    target = resolve().edge("health-check")
     checks = health.run(target)
     ok = all(c.ok for c in checks)
     if as_json:
@@ -204,7 +203,7 @@ def metrics(
 ) -> None:
     """Headline figures per tier and per backend: from Prometheus when the target
     has one, otherwise from the nodes themselves."""
-    target = resolve()
+    target = resolve().edge("metrics")
     doc = collect_metrics(target, window)
     if as_json:
         emit_json(doc)
@@ -230,11 +229,7 @@ def load_test(ctx: typer.Context) -> None:
     """The Locust scenarios with their SLO gates (python -m load_tests); every
     option after the command goes to it, e.g. `load-test --scenario mixed
     --target haproxy --users 50 --run-time 60s`.  Exit 1 when a gate breaks."""
-    if state.stack:
-        err.print("automata-lb: load-test drives an edge (the lab or a URL), not a stack")
-        raise typer.Exit(USAGE)
-    proc = subprocess.run([sys.executable, "-m", "load_tests", *ctx.args], cwd=ROOT)
-    raise typer.Exit(proc.returncode)
+    raise typer.Exit(resolve().load_test(ctx.args))
 
 
 @app.command("history")
@@ -243,7 +238,7 @@ def show_history(
     limit: Annotated[int, typer.Option(help="How many of the newest records.", callback=bounded(1))] = 10,
 ) -> None:
     """What this tool changed on the target, newest last."""
-    name = f"stack-{state.stack}" if state.stack else resolve().name
+    name = resolve().name
     entries = history.entries(name)[-limit:]
     if as_json:
         emit_json(entries)

@@ -10,17 +10,15 @@ from typing import Annotated
 
 import typer
 
-from infra.settings import ConfigError
 from monitoring import canary_analysis
 
-from .. import backend_changes, canary, edge, history, instances
-from .. import stack as stack_ops
-from ..backend_changes import BackendState
+from .. import canary, history
 from ..output import Column, emit_json, show, table
 from ..prom import Prometheus
-from ..targets import Target, TargetError
-from .base import FAILED, OK, UNREACHABLE, USAGE, ago, app, bounded, duration_option, err, out, resolve, state
-from .changes import DryRun, Yes, checked_image, confirm, edge_change, release_name, say, stack_change
+from ..targets import TargetError
+from .base import FAILED, OK, UNREACHABLE, ago, app, bounded, duration_option, err, out
+from .changes import DryRun, Yes, confirm, say
+from .kinds import resolve
 
 
 @app.command("canary-deploy")
@@ -49,65 +47,9 @@ def canary_deploy(
     if steps is None and not resume:
         if release is None:
             raise typer.BadParameter("give the release to deploy", param_hint="RELEASE")
-        _fixed_canary(release, weight, dry_run, yes)
+        resolve().canary_hold(release, weight, dry_run, yes)
         return
     deploy(release, steps, interval, analysis_file, sets, resume, prometheus, dry_run, yes)
-
-
-def _fixed_canary(release: str, weight: int, dry_run: bool, yes: bool) -> None:
-    if state.stack:
-        image = checked_image(release, "RELEASE")
-        stack_change("canary-deploy", lambda cfg: {"canaryImage": image, "trafficPolicy": {"canary": {"share": weight}}},
-                      dry_run, yes)
-        return
-    name = release_name(release, "RELEASE")
-    target = resolve()
-    if instances.of(target).refusal():   # nobody to deploy it: the weight alone
-        _inventory_canary(target, name, weight, dry_run, yes)
-        return
-
-    def desired(state_: BackendState) -> BackendState:
-        if not state_.canary_backends:
-            raise typer.BadParameter("the inventory has no edge_canary_backends to run a canary on",
-                                     param_hint="RELEASE")
-        for b in state_.canary_backends:
-            state_.releases[b["name"]] = name
-        state_.canary_share = weight
-        return state_
-
-    edge_change("canary-deploy", desired, dry_run, yes, {"release": name, "weight": weight})
-
-
-def _inventory_canary(target: Target, release: str, weight: int, dry_run: bool, yes: bool) -> None:
-    """Edge VMs whose inventory names no instance playbook: the canary
-    instances are deployed by the release process; this sends them WEIGHT
-    percent once they answer as RELEASE."""
-    canaries = [b for b in target.backends if b.version == "canary"]
-    if not canaries:
-        raise typer.BadParameter(f"{target.name} has no edge_canary_backends to send traffic to", param_hint="RELEASE")
-    before = next((n["haproxy"].get("canary_share") for n in edge.probe_all(target) if n.get("reachable")), None)
-    out.print(f"[bold]canary-deploy[/] {release} on {target.name}: canary weight {before}% -> {weight}% on NGINX "
-              f"(checked, reloaded) and HAProxy (runtime API) of {len(target.edges)} node(s), and in the inventory; "
-              f"first checks that {', '.join(b.name for b in canaries)} answer as {release}",
-              soft_wrap=True, highlight=False)
-    if dry_run:
-        raise typer.Exit(OK)
-    versions = edge.backend_versions(target, [{"name": b.name, "address": b.address, "port": b.port} for b in canaries])
-    wrong = {n: v for n, v in versions.items() if v != release}
-    if wrong:
-        err.print(f"automata-lb: refused: the canary instances do not run {release}: "
-                  + ", ".join(f"{n} answers {v!r}" for n, v in wrong.items()) + "; deploy it there first")
-        raise typer.Exit(FAILED)
-    confirm(target.production, f"canary-deploy {release} at {weight}%", yes)
-    try:
-        edge.set_canary_weight(target, weight)
-    except TargetError as exc:
-        err.print(f"automata-lb: canary-deploy stopped: {exc}")
-        raise typer.Exit(FAILED) from None
-    history.record(target.name, "canary-deploy", {"canary_share": before}, {"canary_share": weight},
-                   outcome="done", release=release)
-    out.print(f"canary {release} takes {weight}% of canary-class traffic on every node")
-
 
 
 def deploy(release: str | None, steps: str | None, interval: str, analysis_file: Path | None,
@@ -126,27 +68,9 @@ def deploy(release: str | None, steps: str | None, interval: str, analysis_file:
     if seconds < analysis.check_every_s:
         raise typer.BadParameter(f"{interval} is shorter than the analysis period check_every "
                                  f"({analysis.check_every_s:g}s)", param_hint="--interval")
-    if state.stack:
-        name = f"stack-{state.stack}"
-        tier: canary.Tier = stack_ops.StackCanary(state.stack, say)
-        prom_url = prometheus
-        image = checked_image(release, "RELEASE") if release else None
-        before_doc = {"canaryImage": stack_ops.effective(state.stack).get("canaryImage")}
-        production = stack_ops.protected(state.stack)
-    else:
-        target = resolve()
-        if why := instances.of(target).refusal():
-            err.print(f"automata-lb: a progressive canary deploys the release onto the canary instances: {why}")
-            raise typer.Exit(USAGE)
-        name, prom_url, production = target.name, target.prometheus_url, target.production
-        tier = backend_changes.EdgeCanary(target, say)
-        image = release_name(release, "RELEASE") if release else None
-        before_state = backend_changes.current(target)
-        if not before_state.canary_backends:
-            raise typer.BadParameter(f"{target.name} has no edge_canary_backends to run a canary on",
-                                     param_hint="RELEASE")
-        before_doc = {b["name"]: before_state.release(b["name"]) for b in before_state.canary_backends}
-
+    target = resolve()
+    start = target.rollout_start(release, prometheus)
+    name = target.name
     recorded, running = canary.load(name), canary.holder(name)
     if resume:
         if recorded is None or recorded.phase in canary.FINISHED:
@@ -158,21 +82,20 @@ def deploy(release: str | None, steps: str | None, interval: str, analysis_file:
         if recorded is not None and recorded.phase not in canary.FINISHED:
             err.print(f"automata-lb: refused: {canary.describe(recorded, running)}")
             raise typer.Exit(FAILED)
-        rollout = canary.Rollout(name, image, weights, seconds, analysis.as_dict(), before_doc)
+        rollout = canary.Rollout(name, start.release, weights, seconds, analysis.as_dict(),
+                                 start.canary_releases_before)
     _print_rollout_plan(rollout, analysis)
     if dry_run:
-        if state.stack:
-            _print_stack_steps(state.stack, rollout)
+        target.rollout_plan(rollout)
         raise typer.Exit(OK)
-    if not prom_url:
-        err.print("automata-lb: the analysis reads Prometheus: "
-                  + ("give --prometheus URL" if state.stack else target.prometheus_missing))
+    if not start.prometheus_url:
+        err.print(f"automata-lb: the analysis reads Prometheus: {start.prometheus_missing}")
         raise typer.Exit(UNREACHABLE)
-    confirm(production, f"canary-deploy {rollout.release}", yes)
+    confirm(target.production, f"canary-deploy {rollout.release}", yes)
     started = time.monotonic()
     try:
         with canary.lock(name), canary.interruptible():
-            final = canary.Runner(rollout, tier, analysis, Prometheus(prom_url), say).run()
+            final = canary.Runner(rollout, start.tier, analysis, Prometheus(start.prometheus_url), say).run()
     except canary.Busy as exc:
         err.print(f"automata-lb: refused: {exc}")
         raise typer.Exit(FAILED) from None
@@ -183,17 +106,7 @@ def deploy(release: str | None, steps: str | None, interval: str, analysis_file:
         err.print(f"automata-lb: canary-deploy stopped while {rollout.phase}: {exc}\n"
                   "  `canary-status` shows where it stands; `--resume` or `canary-abort` finishes it")
         raise typer.Exit(FAILED) from None
-    if state.stack:
-        before, after = {"canary": rollout.canary_releases_before}, {"release": rollout.release}
-    else:
-        # What `rollback` reconciles back to: the state the rollout began
-        # from (its canary instances' releases as recorded when it began).
-        after = backend_changes.current(target).as_dict()
-        before = before_state.as_dict() | {"releases": {
-            **{k: v for k, v in before_state.releases.items() if k not in rollout.canary_releases_before},
-            **{k: v for k, v in rollout.canary_releases_before.items() if v != "canary"}}}
-        if resume:
-            before["canary_share"] = after["canary_share"]
+    before, after = target.rollout_records(start, rollout, resume)
     history.record(name, "canary-deploy", before, after,
                    outcome=final, reason=rollout.reason, seconds=round(time.monotonic() - started, 1),
                    release=rollout.release, steps=rollout.steps, analysis=rollout.last_analysis)
@@ -230,35 +143,15 @@ def _print_rollout_plan(rollout: canary.Rollout, analysis: canary_analysis.Analy
         out.print(f"    {label}: {expr}", soft_wrap=True, markup=False, highlight=False)
 
 
-def _print_stack_steps(stack: str, rollout: canary.Rollout) -> None:
-    for weight in rollout.steps:
-        try:
-            change = stack_ops.plan(stack, {"canaryImage": rollout.release,
-                                            "trafficPolicy": {"canary": {"share": weight}}})
-        except ConfigError as exc:
-            err.print(f"automata-lb: refused: {exc}")
-            raise typer.Exit(USAGE) from None
-        out.print(f"  step {weight}%: then `{' '.join(stack_ops.pulumi_up_command(stack))}`", highlight=False)
-        for line in change.diff or ["no object changes"]:
-            out.print(f"    {line}", soft_wrap=True, markup=False, highlight=False)
-
-
-
-def _rollout_target() -> tuple[str, canary.Tier]:
-    if state.stack:
-        return f"stack-{state.stack}", stack_ops.StackCanary(state.stack, say)
-    target = resolve()
-    return target.name, backend_changes.EdgeCanary(target, say)
-
-
 @app.command("canary-status")
 def canary_status(as_json: Annotated[bool, typer.Option("--json", help="Print the rollout as JSON.")] = False) -> None:
     """Where the progressive canary stands: phase, step, the weights each load
     balancer sends now, the last analysis and its figures."""
-    name, tier = _rollout_target()
+    target = resolve()
+    name = target.name
     rollout, running = canary.load(name), canary.holder(name)
     try:
-        weights = tier.weights()
+        weights = target.canary_tier().weights()
     except TargetError as exc:
         weights = {"error": str(exc)}
     doc = {"target": name, "summary": canary.describe(rollout, running), "running_pid": running,
@@ -288,7 +181,8 @@ def canary_status(as_json: Annotated[bool, typer.Option("--json", help="Print th
 def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
     """Roll the canary back now: weight 0 on every load balancer, the canary
     instances back to what they ran (stops a rollout running elsewhere first)."""
-    name, tier = _rollout_target()
+    target = resolve()
+    name = target.name
     rollout = canary.load(name)
     if rollout is None or rollout.phase in canary.FINISHED:
         err.print(f"automata-lb: nothing to abort on {name}: {canary.describe(rollout, canary.holder(name))}")
@@ -297,10 +191,8 @@ def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
               f"then the canary instances back to {rollout.canary_releases_before}", soft_wrap=True, highlight=False)
     if dry_run:
         raise typer.Exit(OK)
-    if not state.stack and (why := instances.of(resolve()).refusal()):
-        err.print(f"automata-lb: canary-abort puts the canary instances back: {why}")
-        raise typer.Exit(USAGE)
-    confirm(bool(state.stack) and stack_ops.protected(state.stack), "canary-abort", yes)
+    target.abort_check()
+    confirm(target.production, "canary-abort", yes)
     try:
         canary.abort(name, say)
         with canary.lock(name), canary.interruptible():
@@ -311,7 +203,7 @@ def canary_abort(dry_run: DryRun = False, yes: Yes = False) -> None:
                 rollout.event("abort")
                 canary.save(rollout)
                 analysis = canary_analysis.from_dict(rollout.analysis)
-                canary.Runner(rollout, tier, analysis, None, say).run()
+                canary.Runner(rollout, target.canary_tier(), analysis, None, say).run()
     except (canary.Busy, TargetError) as exc:
         err.print(f"automata-lb: canary-abort stopped: {exc}")
         raise typer.Exit(FAILED) from None

@@ -21,8 +21,8 @@ def no_target(monkeypatch):
     """A command that gets past its options would reach for the target: fail the test instead."""
     def reached(*_):
         raise AssertionError("the command ran with a bad option")
-    monkeypatch.setattr(cli.base, "lab", reached)
-    monkeypatch.setattr(cli.base, "inventory", reached)
+    monkeypatch.setattr(cli.kinds, "lab", reached)
+    monkeypatch.setattr(cli.kinds, "inventory", reached)
 
 
 def refused(*args: str):

@@ -54,7 +54,7 @@ def names_whole(text: str, names: list[str]) -> list[str]:
 def target(monkeypatch):
     described = Target("inventory", "inventories/prod", Path("inventories/prod"), (), (),
                        prometheus_url="http://prometheus.monitoring.svc:9090")
-    monkeypatch.setattr(cli.base, "lab", lambda: described)
+    monkeypatch.setattr(cli.kinds, "lab", lambda: described)
     return described
 
 

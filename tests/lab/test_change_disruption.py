@@ -46,7 +46,7 @@ def _membership(target: targets.Target, i: int, stable: int) -> None:
 
 
 def _weight(target: targets.Target, i: int, share: int) -> None:
-    edge.set_canary_weight(target, share + 10 if i % 2 == 0 else share)
+    edge.set_canary_share(target, share + 10 if i % 2 == 0 else share, record=True)
 
 
 @pytest.fixture(scope="module")

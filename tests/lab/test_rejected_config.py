@@ -80,10 +80,10 @@ def test_what_a_refused_converge_left_in_staging_does_not_hold_back_the_next_cha
     target = targets.lab()
     share = next(n["nginx"]["canary_share"] for n in edge.probe_all(target) if n["node"] == EDGE1)
     try:
-        moved = edge.set_canary_weight(target, share + 5)
+        moved = edge.set_canary_share(target, share + 5, record=True)
         assert moved[EDGE1]["nginx"] == "reloaded", moved
     finally:
-        edge.set_canary_weight(target, share)
+        edge.set_canary_share(target, share, record=True)
 
 
 def test_a_config_haproxy_rejects_never_lands_and_the_old_one_keeps_serving(refused, lab):
