@@ -2,7 +2,7 @@
 # (README.md).  Everything else is here for day-to-day work.
 PY := .venv/bin/python
 
-.PHONY: bootstrap lab up converge lint test test-long test-offline verify down bench bench-balancer load-test render
+.PHONY: bootstrap lab up converge lint test test-long test-offline verify down bench bench-balancer load-test soak render
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -50,6 +50,11 @@ bench: bootstrap
 ##   make load-test ARGS="--scenario mixed --target haproxy --users 200 --run-time 2m"
 load-test: bootstrap
 	$(PY) -m load_tests $(ARGS)
+
+## The chaos soak on the lab (docs/soak.md), e.g. `make soak DURATION=1h ARGS="--seed 7"`.
+DURATION ?= 1h
+soak: bootstrap
+	$(PY) -m soak --duration $(DURATION) $(ARGS)
 
 ## Client-side balancing strategies with one slow AI instance (docs/client-load-balancing.md).
 bench-balancer: bootstrap

@@ -1,4 +1,4 @@
-"""A small Prometheus HTTP API client (instant queries)."""
+"""A small Prometheus HTTP API client (instant and range queries)."""
 
 from __future__ import annotations
 
@@ -39,14 +39,29 @@ class Prometheus:
         except httpx.HTTPError:
             return False
 
-    def query(self, expr: str) -> list[dict]:
+    def _get(self, api: str, expr: str, **params: object) -> list[dict]:
         try:
-            body = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=self.timeout).json()
+            body = httpx.get(f"{self.url}/api/v1/{api}", params={"query": expr, **params}, timeout=self.timeout).json()
         except (httpx.HTTPError, ValueError) as exc:
             raise PrometheusError(f"{self.url}: {exc}") from exc
         if body.get("status") != "success":
             raise PrometheusError(f"{expr}: {body.get('error')}")
         return body["data"]["result"]
+
+    def query(self, expr: str) -> list[dict]:
+        return self._get("query", expr)
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
+        """Every series of `expr` from `start` to `end` (Unix seconds): {metric, values: [[t, "v"], ...]}."""
+        return self._get("query_range", expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}")
+
+    def alert_holds(self) -> dict[str, float]:
+        """Every alerting rule Prometheus runs, with its `for` in seconds."""
+        try:
+            body = httpx.get(f"{self.url}/api/v1/rules", params={"type": "alert"}, timeout=self.timeout).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise PrometheusError(f"{self.url}: {exc}") from exc
+        return {r["name"]: float(r.get("duration", 0)) for g in body["data"]["groups"] for r in g["rules"]}
 
     def by_label(self, expr: str, label: str) -> dict[str, float]:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(expr)}

@@ -30,6 +30,9 @@ log = logging.getLogger("load_tests")
 # Failures kept with their time for the fault drill's per-event windows;
 # beyond this a run is failing anyway, and the counts stay exact.
 MAX_FAILURE_LOG = 20000
+# Latency per target is kept per bucket of this many seconds: a soak's
+# timeline draws its p99 from them (an hour: 360 points per target).
+LATENCY_BUCKET_S = 10
 
 
 class Recorder:
@@ -45,26 +48,32 @@ class Recorder:
         self.failure_log: list[tuple[float, str, str, str, str]] = []
         self.errors: Counter = Counter()
         self.timeline: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])
+        self.target_timeline: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0]))
+        self.latency: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
         self.user_seconds = 0.0
         self.peak_users = 0
         self.cpu: list[float] = []
         self.machine_cpu: list[float] = []
         self.ws_going_away = 0
 
-    def request(self, name: str, exception, context: dict | None, response) -> None:
+    def request(self, name: str, exception, context: dict | None, response, response_time: float = 0.0) -> None:
         now = time.time()
         cls = traffic_class(name)
         context = context or {}
         limited = name.endswith(RATE_LIMITED)
         target = context.get("target", "")
         tick = self.timeline[int(now)]
+        target_tick = self.target_timeline[target][int(now)]
         tick[0] += 1
+        target_tick[0] += 1
         self.per_target[target]["requests"] += 1
         if limited:
             tick[2] += 1
+            target_tick[2] += 1
             self.per_target[target]["rate_limited"] += 1
         elif exception is not None:
             tick[1] += 1
+            target_tick[1] += 1
             self.per_target[target]["failures"] += 1
             error = f"{name}: {exception}"
             self.errors[error] += 1
@@ -76,6 +85,9 @@ class Recorder:
             instance = headers.get("x-backend-instance") if headers else None
         if instance and exception is None and not limited:
             self.instances[cls][instance] += 1
+        if exception is None and not limited and cls in ("api", "auth"):
+            # The interactive classes: WebSockets and AI streams last by design.
+            self.latency[target][int(now) // LATENCY_BUCKET_S * LATENCY_BUCKET_S].append(response_time)
 
 
 recorder = Recorder()
@@ -181,8 +193,13 @@ def _test_stop(environment, **_kw) -> None:
 
 
 @events.request.add_listener
-def _request(name, exception=None, context=None, response=None, **_kw) -> None:
-    recorder.request(name, exception, context, response)
+def _request(name, exception=None, context=None, response=None, response_time=0.0, **_kw) -> None:
+    recorder.request(name, exception, context, response, response_time or 0.0)
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
 def build_summary(environment) -> dict:
@@ -215,6 +232,12 @@ def build_summary(environment) -> dict:
         "failure_examples": recorder.errors.most_common(10),
         "failure_log": recorder.failure_log,
         "timeline": sorted([t, *v] for t, v in recorder.timeline.items()),
+        # Per target: [second, requests, failures, rate limited], and the
+        # p99 (ms) of the interactive classes per LATENCY_BUCKET_S seconds.
+        "target_timeline": {t: sorted([s, *v] for s, v in seconds.items())
+                            for t, seconds in recorder.target_timeline.items()},
+        "target_p99_ms": {t: sorted([b, round(_p99(v), 1)] for b, v in buckets.items() if v)
+                          for t, buckets in recorder.latency.items()},
     }
 
 

@@ -124,7 +124,16 @@ def locust_argv(args, targets, out: Path) -> list[str]:
     return argv + list(gates_mod.SCENARIOS[args.scenario])
 
 
-def _stop(child: subprocess.Popen, sig: int = signal.SIGUSR1, timeout: float = 60) -> int:
+def new_run_folder(report_dir: str, run_id: str) -> Path:
+    """The run's folder, created; a run never writes over another's."""
+    out = Path(report_dir) / run_id
+    if out.exists():
+        raise UsageError(f"--run-id {run_id}: {out} exists")
+    out.mkdir(parents=True)
+    return out
+
+
+def stop_locust(child: subprocess.Popen, sig: int = signal.SIGUSR1, timeout: float = 60) -> int:
     """End the load early; Locust still writes its reports and the summary
     (SIGUSR1: see hooks.py; SIGINT is Ctrl-C)."""
     if child.poll() is None:
@@ -136,7 +145,7 @@ def _stop(child: subprocess.Popen, sig: int = signal.SIGUSR1, timeout: float = 6
         return child.wait()
 
 
-def _wait_spawned(child: subprocess.Popen, out: Path, timeout: float) -> None:
+def wait_spawned(child: subprocess.Popen, out: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not (out / "spawned.json").exists():
         if child.poll() is not None:
@@ -159,7 +168,7 @@ def run_drill(args, lab: dict, argv: list[str], out: Path) -> int:
     child = subprocess.Popen(argv)
     problem, restored = None, []
     try:
-        _wait_spawned(child, out, timeout=args.users / args.spawn_rate + 60)
+        wait_spawned(child, out, timeout=args.users / args.spawn_rate + 60)
         drill.run()
     except failures as exc:
         problem = f"drill stopped: {exc}"
@@ -170,7 +179,7 @@ def run_drill(args, lab: dict, argv: list[str], out: Path) -> int:
             problem = f"{problem}; " if problem else ""
             problem += f"could not restore the lab, check {args.victim} and the canary share: {exc}"
         finally:
-            rc = _stop(child)
+            rc = stop_locust(child)
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -201,11 +210,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(have: {', '.join(stable_instances(lab))})", file=sys.stderr)
         return 2
     run_id = args.run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{scenario}-{_label(targets)}"
-    out = Path(args.report_dir) / run_id
-    if out.exists():
-        print(f"python -m load_tests: error: --run-id {run_id}: {out} exists", file=sys.stderr)
+    try:
+        out = new_run_folder(args.report_dir, run_id)
+    except UsageError as exc:
+        print(f"python -m load_tests: error: {exc}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True)
     argv = locust_argv(args, targets, out)
     (out / "command.json").write_text(json.dumps({"argv": sys.argv, "locust": argv}, indent=1))
     print(f"load test {run_id}: reports in {out}", flush=True)
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = child.wait(None if args.web else seconds(args.run_time or "60s") + OVERRUN_S)
         except subprocess.TimeoutExpired:
             print(f"Locust did not stop {OVERRUN_S} s after --run-time: stopping it", file=sys.stderr)
-            rc = max(_stop(child), 2)
+            rc = max(stop_locust(child), 2)
         except KeyboardInterrupt:
             # The terminal's Ctrl-C reached Locust too (same process group):
             # it is writing its reports; a second signal would cut that short.

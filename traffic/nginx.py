@@ -237,8 +237,18 @@ def next_upstream(cls: TrafficClass) -> str:
     return " ".join(conditions)
 
 
+# The health path's connect timeout.  A health probe (an outer balancer's,
+# the floating address's track script, which gives up after 1 s) must learn
+# within well under a second whether any instance of the pool answers: a
+# dead instance's address takes the class's whole connect timeout (3 s, no
+# ARP answer) before the next instance is tried, so one dead instance made
+# every third probe fail and moved the floating address.  A LAN connect
+# takes under a millisecond; three tries stay under a second.
+HEALTH_CONNECT_MS = 250
+
+
 def location(modifier_path: str, cls: TrafficClass, policy: Policy, *, limited: bool = True,
-             canary: bool = False) -> str:
+             canary: bool = False, connect_ms: int | None = None) -> str:
     t, r = cls.timeouts, cls.retries
     read = t.tunnel_ms if cls.websocket else t.response_ms
     out = [f"location {modifier_path} {{"]
@@ -251,7 +261,8 @@ def location(modifier_path: str, cls: TrafficClass, policy: Policy, *, limited: 
         out.append(d("proxy_set_header", 'Connection ""'))
     if cls.streaming:
         out.append(d("proxy_buffering", "off"))
-    out += [d("proxy_connect_timeout", dur(t.connect_ms)), d("proxy_send_timeout", dur(read)),
+    out += [d("proxy_connect_timeout", dur(min(t.connect_ms, connect_ms or t.connect_ms))),
+            d("proxy_send_timeout", dur(read)),
             d("proxy_read_timeout", dur(read)),
             # Without `non_idempotent`, a POST/PATCH/LOCK already sent is never repeated.
             d("proxy_next_upstream", next_upstream(cls))]
@@ -289,7 +300,7 @@ def render(policy: Policy, servers: list[Server], canary_servers: list[Server], 
         routes=routes_block(policy, canary=canary),
         headers=headers_block(policy),
         hsts=hsts_block(policy),
-        health=location(f"= {health_path}", health_cls, policy, limited=False),
+        health=location(f"= {health_path}", health_cls, policy, limited=False, connect_ms=HEALTH_CONNECT_MS),
         notes=found,
     )
     return rendered

@@ -1,0 +1,232 @@
+"""The faults a soak injects, one at a time, each with its recovery.
+
+Every fault acts on the lab the way production meets it (a process killed,
+a reload carrying a change, a slow or failing instance, a scale-out, the
+monitoring restarted) and returns only once it is in effect; its recovery
+returns only once the lab is whole again, both proven by polling the lab.
+What a fault may cost is its bound: zero failed requests for what the tier
+does without loss by design, the requests in flight on an instance when it
+died for a kill.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from automata_lb import backend_changes, instances
+from automata_lb import edge as edge_ops
+from automata_lb import targets
+from automata_lb.prom import Prometheus, PrometheusError
+from lab.podman import podman
+from load_tests.drill import InFlightSampler, Lab, wait_for
+
+from .gates import FaultGate
+
+
+@dataclass
+class Injection:
+    """One fault as it happened, and what it cost."""
+    fault: str
+    started: float                   # time.time() when the fault began
+    injected: float = 0.0            # when it was in effect
+    recovering: float = 0.0          # when its recovery began
+    recovered: float = 0.0           # when the lab was whole again
+    bound: int = 0                   # most failed requests allowed in its window
+    bound_reason: str = "hitless by design"
+    detail: str = ""
+    window_end: float = 0.0          # the next fault's start (or the end of the load)
+    requests: int = 0
+    failures: int = 0
+    failures_by_target: dict[str, int] = field(default_factory=dict)
+    failure_examples: list[str] = field(default_factory=list)
+    alerts: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.failures <= self.bound and all(a["ok"] for a in self.alerts.values())
+
+
+class Soak:
+    """What the faults act on: the lab (its nodes, backends, Prometheus),
+    and the victim of the instance faults, chosen by the run's seed."""
+
+    def __init__(self, lab: dict, victim: str, log: Callable[[str], None]) -> None:
+        self.lab = Lab(lab)
+        self.info = lab
+        self.victim = victim
+        self.log = log
+        self.prometheus = Prometheus(lab["prometheus"]["url"], timeout=3)
+
+    @property
+    def target(self) -> targets.Target:
+        return targets.lab()
+
+    def backend(self, name: str | None = None) -> dict:
+        return self.lab.backends[name or self.victim]
+
+    def canary_share(self) -> int:
+        return self.lab.canary_share(self.lab.edges[0])
+
+    def set_share(self, share: int) -> None:
+        """Both load balancers of every node, until the next converge (the
+        inventory keeps its share: a soak leaves nothing to converge)."""
+        edge_ops.set_canary_share(self.target, share)
+
+    def reload(self, service: str) -> None:
+        for e in self.lab.edges:
+            before = self.lab.workers(e, service)
+            self.lab.ssh(e, f"systemctl reload {service}")
+            wait_for(lambda e=e, before=before: self.lab.workers(e, service) - before, 30,
+                     f"new {service} workers on {e['name']}")
+
+    def fault_api(self, method: str, body: dict | None = None) -> None:
+        url = f"{self.backend()['endpoints']['admin']}/fault"
+        httpx.request(method, url, json=body, timeout=10).raise_for_status()
+
+    def haproxy_says(self, state: str) -> bool:
+        return all(states and all(v.startswith(state) for v in states.values())
+                   for states in (self.lab.server_status(e, self.victim) for e in self.lab.edges))
+
+    def whole(self) -> bool:
+        return self.lab.container_running(self.victim) and self.lab.healthy_everywhere(self.victim)
+
+
+class Fault:
+    name: str
+    gate: FaultGate
+
+    def __init__(self, gate: FaultGate) -> None:
+        self.gate = gate
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        raise NotImplementedError
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        raise NotImplementedError
+
+
+class BackendKill(Fault):
+    """SIGKILL: the instance dies with what it holds; back after `hold`."""
+    name = "backend-kill"
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        backend = soak.backend()
+        sampler = InFlightSampler(f"{backend['endpoints']['app']}/metrics").start()
+        wait_for(lambda: len(sampler.samples) >= 5, 5, f"a short history of {soak.victim}'s in-flight gauge")
+        issued = time.time()
+        podman("kill", backend["container"])
+        wait_for(lambda: not soak.lab.container_running(soak.victim), 30, f"{soak.victim} to die")
+        sampler.stop()
+        event.bound = sampler.at_death(issued - 0.2)
+        event.bound_reason = "requests in flight on the instance when it died"
+        wait_for(lambda: soak.haproxy_says("DOWN"), 60, f"HAProxy to mark {soak.victim} down on every node")
+        event.detail = f"{soak.victim}: {event.bound} in flight at death; down everywhere after {time.time() - issued:.1f} s"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        podman("start", soak.backend()["container"])
+        wait_for(soak.whole, 90, f"{soak.victim} healthy behind both balancers on every node", interval=0.5)
+
+
+class LbReload(Fault):
+    """A change that needs a reload of both load balancers on every node:
+    the canary share moved by 5 points, written (NGINX: checked file and a
+    reload) and HAProxy reloaded onto its written configuration."""
+    name = "lb-reload"
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        self.share = soak.canary_share()
+        changed = self.share + 5 if self.share <= 95 else self.share - 5
+        soak.set_share(changed)
+        soak.reload("haproxy")
+        event.detail = f"canary share {self.share} % -> {changed} %, NGINX and HAProxy reloaded on every node"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        soak.set_share(self.share)
+        soak.reload("haproxy")
+
+
+class CanaryStep(Fault):
+    """A canary step up to half of the canary class, and back."""
+    name = "canary-step"
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        self.share = soak.canary_share()
+        soak.set_share(50)
+        event.detail = f"canary share {self.share} % -> 50 % -> back"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        soak.set_share(self.share)
+
+
+class BackendLatency(Fault):
+    """The instance answers slowly (the fault API's added latency)."""
+    name = "backend-latency"
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        soak.fault_api("PUT", {"latency_ms": self.gate.latency_ms})
+        event.detail = f"{soak.victim}: +{self.gate.latency_ms} ms on every request"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        soak.fault_api("DELETE")
+
+
+class BackendUnhealthy(Fault):
+    """The instance fails its health check while it still serves: HAProxy
+    takes it out (its checks), NGINX keeps it (it has none)."""
+    name = "backend-unhealthy"
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        soak.fault_api("PUT", {"health": "fail"})
+        wait_for(lambda: soak.haproxy_says("DOWN"), 60, f"HAProxy to mark {soak.victim} down on every node")
+        event.detail = f"{soak.victim}: health check fails"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        soak.fault_api("DELETE")
+        wait_for(soak.whole, 90, f"{soak.victim} healthy behind both balancers on every node", interval=0.5)
+
+
+class ScaleOutIn(Fault):
+    """One stable instance more, then back (the CLI's reconciler)."""
+    name = "scale-out-in"
+
+    def _to(self, soak: Soak, count: int) -> None:
+        target = soak.target
+        desired = backend_changes.with_stable_count(copy.deepcopy(backend_changes.current(target)), count,
+                                                    instances.LabInstances().spares())
+        backend_changes.reconcile(target, desired, lambda _: None)
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        self.count = len(backend_changes.current(soak.target).backends)
+        self._to(soak, self.count + 1)
+        event.detail = f"{self.count} -> {self.count + 1} -> {self.count} stable instances"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        self._to(soak, self.count)
+
+
+class PrometheusRestart(Fault):
+    """The monitoring restarts: traffic must not notice, and every target
+    must be scraped again."""
+    name = "prometheus-restart"
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        podman("restart", "-t", "10", soak.info["prometheus"]["container"], timeout=60)
+        event.detail = "Prometheus restarted"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        def scraping() -> bool:
+            try:
+                up = soak.prometheus.query("min(up)")
+            except PrometheusError:
+                return False
+            return bool(up) and float(up[0]["value"][1]) == 1.0
+        wait_for(scraping, 120, "Prometheus back and scraping every target", interval=1)
+
+
+CATALOGUE: dict[str, type[Fault]] = {f.name: f for f in (BackendKill, LbReload, CanaryStep, BackendLatency,
+                                                          BackendUnhealthy, ScaleOutIn, PrometheusRestart)}
