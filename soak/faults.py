@@ -22,8 +22,9 @@ from automata_lb import backend_changes, instances
 from automata_lb import edge as edge_ops
 from automata_lb import targets
 from automata_lb.prom import Prometheus, PrometheusError
+from lab import vip as lab_vip
 from lab.podman import podman
-from load_tests.drill import InFlightSampler, Lab, wait_for
+from load_tests.drill import DrillError, InFlightSampler, Lab, wait_for
 
 from .gates import FaultGate
 
@@ -45,6 +46,10 @@ class Injection:
     failures_by_target: dict[str, int] = field(default_factory=dict)
     failure_examples: list[str] = field(default_factory=list)
     alerts: dict[str, dict] = field(default_factory=dict)
+    # Endpoints the fault takes down by design (a stopped or frozen load
+    # balancer): what is sent straight to them fails, counted apart.
+    excluded: list[str] = field(default_factory=list)
+    excluded_failures: int = 0
 
     @property
     def ok(self) -> bool:
@@ -55,12 +60,46 @@ class Soak:
     """What the faults act on: the lab (its nodes, backends, Prometheus),
     and the victim of the instance faults, chosen by the run's seed."""
 
-    def __init__(self, lab: dict, victim: str, log: Callable[[str], None]) -> None:
+    def __init__(self, lab: dict, victim: str, log: Callable[[str], None], users_by_target: dict[str, int]) -> None:
         self.lab = Lab(lab)
         self.info = lab
         self.victim = victim
         self.log = log
         self.prometheus = Prometheus(lab["prometheus"]["url"], timeout=3)
+        self.users_by_target = users_by_target
+        self.nodes = {e["name"]: lab_vip.Node(e["name"], e["container"], lab["vip"]["address"])
+                      for e in lab["edges"]} if lab.get("vip") else {}
+
+    def _holders(self) -> list[str]:
+        """The nodes that hold the floating address; a frozen node (which
+        cannot be asked) holds nothing anyone can reach."""
+        found = []
+        for name, node in self.nodes.items():
+            try:
+                if node.holds_vip():
+                    found.append(name)
+            except RuntimeError:
+                continue
+        return found
+
+    def holder(self) -> str:
+        """The edge node that holds the floating address."""
+        holders = self._holders()
+        if len(holders) != 1:
+            raise DrillError(f"not exactly one node holds the floating address: {holders}")
+        return holders[0]
+
+    def vip_users(self) -> int:
+        return sum(n for name, n in self.users_by_target.items() if name.startswith("vip/"))
+
+    def settled(self) -> bool:
+        """One node holds the address as MASTER, every other is a BACKUP."""
+        holders = self._holders()
+        try:
+            states = {name: node.state().get("state") for name, node in self.nodes.items()}
+        except RuntimeError:
+            return False
+        return len(holders) == 1 and all(s == ("MASTER" if n == holders[0] else "BACKUP") for n, s in states.items())
 
     @property
     def target(self) -> targets.Target:
@@ -209,6 +248,91 @@ class ScaleOutIn(Fault):
         self._to(soak, self.count)
 
 
+class RollingUpdate(Fault):
+    """Every stable instance replaced by a new release, one at a time
+    (drain, replace, health, enable: the CLI's reconciler), then back."""
+    name = "rolling-update"
+
+    def _releases(self, soak: Soak, release_of) -> None:
+        target = soak.target
+        desired = backend_changes.current(target)
+        for b in desired.backends:
+            desired.releases[b["name"]] = release_of(b["name"])
+        backend_changes.reconcile(target, desired, lambda _: None)
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        before = backend_changes.current(soak.target)
+        self.before = {b["name"]: before.release(b["name"]) for b in before.backends}
+        release = f"soak-{int(event.started)}"
+        self._releases(soak, lambda name: release)
+        event.detail = f"{len(self.before)} stable instances -> {release} -> back, one at a time"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        self._releases(soak, lambda name: self.before[name])
+
+
+class AddressMove(Fault):
+    """The floating address moves, and the node it left is back as a
+    backup after `hold`.  A keep-alive connection through the address breaks
+    at its next request once the address is elsewhere (the new holder has
+    no such connection and resets it): at most one failed request per user
+    of the address, who then connects again."""
+
+    def _move(self, soak: Soak, event: Injection) -> None:
+        raise NotImplementedError
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        self.holder = soak.holder()
+        self._move(soak, event)
+        wait_for(lambda: soak._holders() not in ([], [self.holder]), 30, f"the floating address to leave {self.holder}")
+        event.bound_reason = "one request per user of the floating address, whose connection the move broke"
+
+    def back(self, soak: Soak) -> None:
+        wait_for(soak.settled, 90, "one MASTER holding the address and every other node a BACKUP", interval=0.5)
+        wait_for(lambda: all(soak.lab.workers(e, "nginx") for e in soak.lab.edges), 30, "NGINX serving on every node")
+
+
+class LbStopHolder(AddressMove):
+    """HAProxy stopped on the node holding the floating address: keepalived
+    goes down with it (systemd binds them) and the other node takes over."""
+    name = "lb-stop-holder"
+
+    def _move(self, soak: Soak, event: Injection) -> None:
+        edge = next(e for e in soak.lab.edges if e["name"] == self.holder)
+        soak.lab.ssh(edge, "systemctl stop haproxy")
+        event.excluded = [f"{self.holder}/haproxy"]
+        event.bound = soak.vip_users()
+        event.detail = f"HAProxy stopped on {self.holder}, the holder"
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        edge = next(e for e in soak.lab.edges if e["name"] == self.holder)
+        soak.lab.ssh(edge, "systemctl start haproxy keepalived")
+        self.back(soak)
+
+
+class EdgeFreeze(AddressMove):
+    """The node holding the floating address frozen (every process
+    stopped, as a hung VM): the other node takes the address after missed
+    advertisements.  Thawed, the node outranks it and takes the address
+    back: two moves, each breaking the connections through the address."""
+    name = "edge-freeze"
+
+    def _move(self, soak: Soak, event: Injection) -> None:
+        podman("pause", soak.nodes[self.holder].container)
+        event.excluded = [f"{self.holder}/nginx", f"{self.holder}/haproxy"]
+        event.bound = 2 * soak.vip_users()
+        event.detail = f"{self.holder}, the holder, frozen"
+
+    def inject(self, soak: Soak, event: Injection) -> None:
+        super().inject(soak, event)
+        event.bound_reason = ("two requests per user of the floating address (it moves away, then back), "
+                              "each on a connection the move broke")
+
+    def recover(self, soak: Soak, event: Injection) -> None:
+        podman("unpause", soak.nodes[self.holder].container)
+        self.back(soak)
+
+
 class PrometheusRestart(Fault):
     """The monitoring restarts: traffic must not notice, and every target
     must be scraped again."""
@@ -229,4 +353,5 @@ class PrometheusRestart(Fault):
 
 
 CATALOGUE: dict[str, type[Fault]] = {f.name: f for f in (BackendKill, LbReload, CanaryStep, BackendLatency,
-                                                          BackendUnhealthy, ScaleOutIn, PrometheusRestart)}
+                                                          BackendUnhealthy, ScaleOutIn, RollingUpdate,
+                                                          LbStopHolder, EdgeFreeze, PrometheusRestart)}

@@ -10,6 +10,8 @@ from pathlib import Path
 from automata_lb.prom import duration_seconds
 
 DEFAULT = Path(__file__).with_name("gates.toml")
+# The programs the soak watches (resources.py), which may have leak bounds of their own.
+PROGRAMS = {"nginx", "haproxy", "keepalived", "backend", "prometheus"}
 
 
 class GateError(ValueError):
@@ -24,14 +26,23 @@ class FaultGate:
 
 
 @dataclass(frozen=True)
+class LeakBound:
+    rss_mb_per_hour: float
+    fds_per_hour: float
+
+
+@dataclass(frozen=True)
 class Gates:
     recovery_s: float
     alert_scrapes: int
     alert_clear_s: float
     leak_min_duration_s: float
-    rss_mb_per_hour: float
-    fds_per_hour: float
+    leak: LeakBound                       # every program's, unless it has its own
+    leak_by_program: dict[str, LeakBound]
     faults: dict[str, FaultGate]
+
+    def leak_bound(self, program: str) -> LeakBound:
+        return self.leak_by_program.get(program, self.leak)
 
 
 def _table(doc: dict, key: str, where: str, known: set[str]) -> dict:
@@ -68,7 +79,17 @@ def load(path: Path = DEFAULT, known_faults: set[str] | None = None) -> Gates:
     if unknown:
         raise GateError(f"{where}: [{sorted(unknown)[0]}]: unknown table (known: run, leak, faults)")
     run = _table(doc, "run", where, {"recovery", "alert_scrapes", "alert_clear"})
-    leak = _table(doc, "leak", where, {"min_duration", "rss_mb_per_hour", "fds_per_hour"})
+    leak = _table(doc, "leak", where, {"min_duration", "rss_mb_per_hour", "fds_per_hour", *PROGRAMS})
+    default = LeakBound(_number(leak, "rss_mb_per_hour", f"{where}: [leak]"),
+                        _number(leak, "fds_per_hour", f"{where}: [leak]"))
+    by_program = {}
+    for program in PROGRAMS & set(leak):
+        own = _table(leak, program, f"{where}: [leak]", {"rss_mb_per_hour", "fds_per_hour"})
+        at = f"{where}: [leak.{program}]"
+        by_program[program] = LeakBound(_number(own, "rss_mb_per_hour", at) if "rss_mb_per_hour" in own
+                                        else default.rss_mb_per_hour,
+                                        _number(own, "fds_per_hour", at) if "fds_per_hour" in own
+                                        else default.fds_per_hour)
     faults = {}
     for name, table in (doc.get("faults") or {}).items():
         at = f"{where}: [faults.{name}]"
@@ -85,5 +106,4 @@ def load(path: Path = DEFAULT, known_faults: set[str] | None = None) -> Gates:
         raise GateError(f"{where}: no [faults.{sorted(missing)[0]}] table")
     return Gates(_seconds(run, "recovery", f"{where}: [run]"), int(_number(run, "alert_scrapes", f"{where}: [run]")),
                  _seconds(run, "alert_clear", f"{where}: [run]"), _seconds(leak, "min_duration", f"{where}: [leak]"),
-                 _number(leak, "rss_mb_per_hour", f"{where}: [leak]"), _number(leak, "fds_per_hour", f"{where}: [leak]"),
-                 faults)
+                 default, by_program, faults)

@@ -19,7 +19,9 @@ def windows(injections: list[Injection], summary: dict, load_end: float) -> None
         event.window_end = following.started if following else load_end
         event.requests = sum(requests for second, requests, *_ in summary["timeline"]
                              if int(event.started) <= second < int(event.window_end))
-        failed = [f for f in summary["failure_log"] if event.started <= f[0] < event.window_end]
+        window = [f for f in summary["failure_log"] if event.started <= f[0] < event.window_end]
+        failed = [f for f in window if f[4] not in event.excluded]
+        event.excluded_failures = len(window) - len(failed)
         event.failures = len(failed)
         event.failures_by_target = dict(Counter(target for *_, target in failed))
         event.failure_examples = [f"{target}: {name}: {error}" for _, _, name, error, target in failed[:8]]
@@ -40,7 +42,7 @@ def alerts(injections: list[Injection], fired: dict[str, list[float]], holds: di
     the fault taking effect, and no longer firing `alert_clear` after its
     recovery."""
     for event in injections:
-        for name in gates.faults[event.fault].alerts:
+        for name in gates.faults[event.fault].alerts if event.fault in gates.faults else ():
             hold = holds[name]
             deadline = event.injected + hold + (gates.alert_scrapes + 1) * scrape_s
             times = fired.get(name, [])
@@ -57,7 +59,7 @@ def unexpected(fired: dict[str, list[float]], injections: list[Injection], gates
     """Alerts that fired outside every fault that expects them: {name: samples}."""
     found = {}
     for name, times in fired.items():
-        owners = [e for e in injections if name in gates.faults[e.fault].alerts]
+        owners = [e for e in injections if e.fault in gates.faults and name in gates.faults[e.fault].alerts]
         stray = [t for t in times if not any(e.started <= t < e.window_end for e in owners)]
         if stray:
             found[name] = len(stray)
@@ -70,10 +72,15 @@ def leaks(trends: dict[str, dict], gates: Gates, duration_s: float) -> dict[str,
     judged = {}
     for group, t in trends.items():
         long_enough = duration_s >= gates.leak_min_duration_s and t["span_s"] >= 0.5 * duration_s
+        bound = gates.leak_bound(t["program"])
         rss, fds = t["rss_mb_per_hour"], t["fds_per_hour"]
-        ok = (not long_enough) or ((rss is None or rss <= gates.rss_mb_per_hour)
-                                   and (fds is None or fds <= gates.fds_per_hour))
-        judged[group] = {**t, "judged": long_enough, "ok": ok}
+        ok = (not long_enough) or ((rss is None or rss <= bound.rss_mb_per_hour)
+                                   and (fds is None or fds <= bound.fds_per_hour))
+        why = "" if long_enough else (
+            f"run under {gates.leak_min_duration_s / 60:g} min" if duration_s < gates.leak_min_duration_s
+            else f"its longest life {t['span_s'] / 60:.0f} min: the faults restart it")
+        judged[group] = {**t, "judged": long_enough, "not_judged": why, "ok": ok,
+                         "bound_rss_mb_per_hour": bound.rss_mb_per_hour, "bound_fds_per_hour": bound.fds_per_hour}
     return judged
 
 

@@ -81,18 +81,22 @@ def fault_rows(doc: dict) -> list[list[str]]:
         alerts = "; ".join(f"{name} {_fired(a)}, {'cleared' if a['cleared'] else 'NOT cleared'}"
                            for name, a in f["alerts"].items())
         rows.append([f["fault"], f"{f['requests']}", f"{f['failures']}", f"{f['bound']}",
+                     f"{f['excluded_failures']} ({', '.join(f['excluded'])})" if f["excluded"] else "-",
                      f"{f['recovered'] - f['recovering']:.1f}" if f["recovered"] else "-",
                      alerts or "-", "ok" if f["ok"] else "BROKEN"])
     return rows
 
 
-FAULT_HEADER = ["fault", "requests", "failed", "bound", "recovery s", "alerts", "result"]
-LEAK_HEADER = ["process", "life sampled s", "MB first", "MB last", "MB/h", "fds first", "fds last", "fds/h", "result"]
+FAULT_HEADER = ["fault", "requests", "failed", "bound", "failed on what it took down", "recovery s", "alerts",
+                "result"]
+LEAK_HEADER = ["process", "life sampled s", "MB first", "MB last", "MB/h", "bound", "fds first", "fds last", "fds/h",
+               "bound", "result"]
 
 
 def leak_rows(doc: dict) -> list[list[str]]:
-    return [[g, t["span_s"], t["rss_mb_first"], t["rss_mb_last"], t["rss_mb_per_hour"], t["fds_first"], t["fds_last"],
-             t["fds_per_hour"], ("ok" if t["ok"] else "LEAKS") if t["judged"] else "not judged (run too short)"]
+    return [[g, t["span_s"], t["rss_mb_first"], t["rss_mb_last"], t["rss_mb_per_hour"], t["bound_rss_mb_per_hour"],
+             t["fds_first"], t["fds_last"], t["fds_per_hour"], t["bound_fds_per_hour"],
+             ("ok" if t["ok"] else "LEAKS") if t["judged"] else f"not judged ({t['not_judged']})"]
             for g, t in doc["resources"]["trends"].items()]
 
 

@@ -26,6 +26,7 @@ PROGRAMS = {"edge": ("nginx", "haproxy", "keepalived"), "backend": ("python3", "
 class Series:
     """One group's samples: [time, rss_bytes, fds, generation]."""
     group: str
+    program: str                      # nginx, haproxy, keepalived, backend, prometheus
     samples: list[list[float]] = field(default_factory=list)
 
     def longest_life(self) -> list[list[float]]:
@@ -100,7 +101,7 @@ class Sampler:
             short = container.removeprefix("automata-lab-")
             for program, (rss, fds, born) in totals.items():
                 group = short if program in ("backend", "prometheus") else f"{short}/{program}"
-                self.series.setdefault(group, Series(group)).samples.append([now, rss, fds, born])
+                self.series.setdefault(group, Series(group, program)).samples.append([now, rss, fds, born])
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -126,7 +127,7 @@ class Sampler:
             life = series.longest_life()
             span = life[-1][0] - life[0][0] if life else 0.0
             found[group] = {
-                "span_s": round(span, 1), "samples": len(life),
+                "program": series.program, "span_s": round(span, 1), "samples": len(life),
                 "rss_mb_first": round(life[0][1] / 2**20, 1) if life else None,
                 "rss_mb_last": round(life[-1][1] / 2**20, 1) if life else None,
                 "fds_first": int(life[0][2]) if life else None, "fds_last": int(life[-1][2]) if life else None,

@@ -1,4 +1,4 @@
-"""The chaos soak's short form: two and a half minutes of the mixed load through
+"""The chaos soak's short form: three minutes of the mixed load through
 both load balancers of both edge nodes and the floating address, with a
 reload carrying a change, a canary step and a killed backend, each within
 its bound, the kill's alerts fired and cleared, and a closing converge
@@ -23,7 +23,7 @@ SHORT = ("lb-reload", "canary-step", "backend-kill")
 def soaked(tmp_path_factory, long_form):
     reports = tmp_path_factory.mktemp("soak")
     faults = CATALOGUE if long_form else SHORT
-    duration = "12m" if long_form else "150s"
+    duration = "15m" if long_form else "170s"
     proc = subprocess.run([sys.executable, "-m", "soak", "--duration", duration, "--faults", ",".join(faults),
                            "--report-dir", str(reports), "--run-id", "short"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
@@ -35,7 +35,8 @@ def soaked(tmp_path_factory, long_form):
 
 def test_every_fault_ran_and_stayed_within_its_bound(soaked):
     proc, doc, _, faults = soaked
-    assert {f["fault"] for f in doc["faults"]} == set(faults)
+    assert doc["faults"][0]["fault"] == "baseline"   # plain load first, judged as strictly
+    assert {f["fault"] for f in doc["faults"]} - {"baseline"} == set(faults)
     for fault in doc["faults"]:
         assert fault["requests"] > 0, fault            # the load ran through every window
         assert fault["failures"] <= fault["bound"], fault

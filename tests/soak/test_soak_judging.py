@@ -50,7 +50,7 @@ def test_the_schedule_is_the_seeds_and_every_round_holds_every_fault_once():
 
 def test_a_slope_is_per_hour_and_a_new_process_starts_a_new_life():
     assert slope_per_hour([(t, 100 + t / 60) for t in range(0, 600, 5)]) == pytest.approx(60)
-    series = Series("backend-2")
+    series = Series("backend-2", "backend")
     # A process that grew by 1 MB a minute for 10 minutes, then a short new life
     # far below it: the step between the two lives is no leak.
     series.samples = [[t, (100 + t / 60) * 2**20, 10, 1.0] for t in range(0, 600, 5)]
@@ -80,6 +80,17 @@ def test_each_failure_counts_against_the_fault_whose_window_holds_it():
     assert events[0].ok and events[1].ok
 
 
+def test_failures_on_what_a_fault_takes_down_are_counted_apart():
+    event = _event("lb-stop-holder", 100, 101, 130, 135)
+    event.excluded = ["edge-1/haproxy"]
+    summary = {"timeline": [[s, 10, 0, 0] for s in range(100, 150)],
+               "failure_log": [[105.0, "api", "/api/x", "refused", "edge-1/haproxy"],
+                               [106.0, "api", "/api/x", "reset", "vip/nginx"]]}
+    judge.windows([event], summary, load_end=150)
+    assert (event.failures, event.excluded_failures) == (1, 1)
+    assert event.failures_by_target == {"vip/nginx": 1}
+
+
 @pytest.mark.parametrize(("firing", "ok"), [
     (list(range(125, 175, 5)), True),          # fired 14 s after the kill took effect, gone after recovery
     (list(range(150, 160, 5)), False),         # fired 39 s after: past 10 s + 3 scrapes of 5 s
@@ -104,10 +115,13 @@ def test_an_alert_outside_the_faults_that_expect_it_is_reported():
 
 def test_leaks_are_judged_only_on_a_long_run():
     trend = {"span_s": 3500, "samples": 700, "rss_mb_first": 40, "rss_mb_last": 90, "fds_first": 10, "fds_last": 10,
-             "rss_mb_per_hour": 50.0, "fds_per_hour": 0.0}
+             "rss_mb_per_hour": 50.0, "fds_per_hour": 0.0, "program": "nginx"}
     assert judge.leaks({"edge-1/nginx": trend}, GATES, duration_s=180)["edge-1/nginx"]["ok"]
     long = judge.leaks({"edge-1/nginx": trend}, GATES, duration_s=3600)["edge-1/nginx"]
     assert long["judged"] and not long["ok"]
+    # Prometheus's head block grows by design: its own, wider bound.
+    head = judge.leaks({"prometheus": trend | {"program": "prometheus"}}, GATES, duration_s=3600)["prometheus"]
+    assert head["judged"] and head["ok"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
