@@ -149,6 +149,9 @@ class Fault:
         raise NotImplementedError
 
 
+HISTORY_S = 0.5   # the stretch of a killed instance's last moments its bound is read over
+
+
 class BackendKill(Fault):
     """SIGKILL: the instance dies with what it holds; back after `hold`."""
     name = "backend-kill"
@@ -156,12 +159,17 @@ class BackendKill(Fault):
     def inject(self, soak: Soak, event: Injection) -> None:
         backend = soak.backend()
         sampler = InFlightSampler(f"{backend['endpoints']['app']}/metrics").start()
-        wait_for(lambda: len(sampler.samples) >= 5, 5, f"a short history of {soak.victim}'s in-flight gauge")
+        history = time.time()
+        wait_for(lambda: sampler.samples and sampler.samples[-1][0] >= history + HISTORY_S, 10,
+                 f"half a second of {soak.victim}'s in-flight gauge")
         issued = time.time()
         podman("kill", backend["container"])
         wait_for(lambda: not soak.lab.container_running(soak.victim), 30, f"{soak.victim} to die")
         sampler.stop()
-        event.bound = sampler.at_death(issued - 0.2)
+        # The most it held in its last half second: on a busy machine the
+        # gauge's last reading can come a sampling gap before the end, and
+        # a session that opened in that gap dies with it uncounted.
+        event.bound = sampler.at_death(issued - HISTORY_S)
         event.bound_reason = "requests in flight on the instance when it died"
         wait_for(lambda: soak.haproxy_says("DOWN"), 60, f"HAProxy to mark {soak.victim} down on every node")
         event.detail = f"{soak.victim}: {event.bound} in flight at death; down everywhere after {time.time() - issued:.1f} s"
