@@ -327,16 +327,22 @@ class Drill:
         """Count the run's requests and failures in each event's window."""
         for event, following in zip(self.events, [*self.events[1:], None], strict=True):
             event.window_end = following.started if following else load_end
-            for second, requests, _failures, limited in summary["timeline"]:
-                # Counts are per second: each second goes to the window it starts in.
-                if int(event.started) <= second < int(event.window_end):
-                    event.requests += requests
-                    event.rate_limited += limited
-            failed = [f for f in summary["failure_log"] if event.started <= f[0] < event.window_end]
+            event.requests, event.rate_limited, failed = in_window(summary, event.started, event.window_end)
             event.failures = len(failed)
             event.failures_by_target = dict(Counter(target for *_, target in failed))
             event.failure_examples = [f"{target}: {name}: {error}" for _, _, name, error, target in failed[:8]]
         return self.events
+
+
+def in_window(summary: dict, start: float, end: float) -> tuple[int, int, list[list]]:
+    """A Locust run's (requests, rate-limited, failures) from `start` to `end`.
+    Counts are per second: each second goes to the window it starts in."""
+    requests = limited = 0
+    for second, n, _failures, n_limited in summary["timeline"]:
+        if int(start) <= second < int(end):
+            requests += n
+            limited += n_limited
+    return requests, limited, [f for f in summary["failure_log"] if start <= f[0] < end]
 
 
 def format_events(events: list[Event]) -> str:

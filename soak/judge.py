@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 
 from automata_lb.prom import Prometheus, PrometheusError
+from load_tests.drill import in_window
 
 from .faults import Injection
 from .gates import Gates
@@ -17,9 +18,7 @@ def windows(injections: list[Injection], summary: dict, load_end: float) -> None
     its start to the next fault's start (or the end of the load)."""
     for event, following in zip(injections, [*injections[1:], None], strict=True):
         event.window_end = following.started if following else load_end
-        event.requests = sum(requests for second, requests, *_ in summary["timeline"]
-                             if int(event.started) <= second < int(event.window_end))
-        window = [f for f in summary["failure_log"] if event.started <= f[0] < event.window_end]
+        event.requests, _, window = in_window(summary, event.started, event.window_end)
         failed = [f for f in window if f[4] not in event.excluded]
         event.excluded_failures = len(window) - len(failed)
         event.failures = len(failed)
